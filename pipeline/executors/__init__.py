@@ -1,0 +1,1 @@
+"""Plan, then execute: a deterministic shard plan, run by the local or the Ray executor."""

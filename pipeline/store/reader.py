@@ -1,0 +1,142 @@
+"""Reading a store: `open_store(path_or_url)`. Imports no torch, transformers or ray."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from pipeline.errors import StoreError
+from pipeline.store import layout
+from pipeline.store.fs import join, read_json, url_to_fs
+from schemas.manifest import FORMAT_NAME, FORMAT_VERSION, CommitRecord, ShardPlan
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    """A read-only view of a store. Row i of `tokens` is row i of every `layer(L)`."""
+
+    def __init__(self, path: str, *, allow_incomplete: bool = False, storage_options: dict | None = None):
+        self.path = path
+        self.storage_options = storage_options
+        self._fs, self._base = url_to_fs(path, storage_options)
+        try:
+            self._root = zarr.open_group(store=path, mode="r", zarr_format=3,
+                                         storage_options=storage_options or None)
+            attrs = dict(self._root.attrs)
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            raise StoreError(f"no layerprobe store at {path} ({type(exc).__name__})") from exc
+        manifest = attrs.get(layout.MANIFEST_ATTR)
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+            raise StoreError(f"{path} is a Zarr group but not a layerprobe store (no manifest)")
+        if manifest.get("format_version", 0) > FORMAT_VERSION:
+            raise StoreError(f"{path} has store format version {manifest['format_version']}; this "
+                             f"layerprobe reads up to {FORMAT_VERSION}: upgrade layerprobe")
+        self.manifest: dict = manifest
+        self.plan = ShardPlan.model_validate(read_json(self._fs, join(self._base, layout.PLAN)))
+        self.committed = self._committed_shards()
+        missing = [s.shard_id for s in self.plan.shards if s.shard_id not in self.committed]
+        if missing and not allow_incomplete:
+            raise StoreError(
+                f"store {path} is incomplete: {len(missing)} of {len(self.plan.shards)} shards not "
+                "committed (extraction still running or interrupted; re-run the same extract command "
+                "to resume). Refusing to return numbers from partial data."
+            )
+        self.complete = not missing
+
+    def _committed_shards(self) -> set[int]:
+        if self.manifest.get("complete"):
+            return {s.shard_id for s in self.plan.shards}
+        prefix = join(self._base, "meta/commits")
+        try:
+            names = self._fs.ls(prefix, detail=False)
+        except (FileNotFoundError, NotImplementedError):
+            names = []
+        except Exception:  # e.g. HTTP without directory listings: probe each commit record instead
+            names = [join(self._base, layout.commit_record(s.shard_id)) for s in self.plan.shards
+                     if self._fs.exists(join(self._base, layout.commit_record(s.shard_id)))]
+        found = {n.rstrip("/").rsplit("/", 1)[-1] for n in names}
+        return {s.shard_id for s in self.plan.shards
+                if layout.commit_record(s.shard_id).rsplit("/", 1)[-1] in found}
+
+    # -- metadata --------------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[int]:
+        return list(self.manifest["layers"])
+
+    @property
+    def visible_shards(self):
+        return [s for s in self.plan.shards if s.shard_id in self.committed]
+
+    def _read_tables(self, kind) -> pa.Table:
+        paths = [join(self._base, kind(s.shard_id)) for s in self.visible_shards]
+        if not paths:
+            raise StoreError(f"store {self.path} has no committed shards yet")
+        return pa.concat_tables([pq.read_table(p, filesystem=self._fs) for p in paths],
+                                promote_options="default")
+
+    @cached_property
+    def tokens(self) -> pa.Table:
+        return self._read_tables(layout.tokens_table)
+
+    @cached_property
+    def examples(self) -> pa.Table:
+        return self._read_tables(layout.examples_table)
+
+    @cached_property
+    def _hidden(self) -> zarr.Array:
+        return self._root[layout.HIDDEN]
+
+    def commit_record(self, shard_id: int | str) -> CommitRecord:
+        return CommitRecord.model_validate(read_json(self._fs, join(self._base, layout.commit_record(shard_id))))
+
+    # -- data ------------------------------------------------------------------------------------
+    def _layer_position(self, layer: int) -> int:
+        try:
+            return self.layers.index(layer)
+        except ValueError:
+            raise StoreError(f"layer {layer} is not in this store (stored: {self.layers})") from None
+
+    def layer(self, layer: int, rows=None) -> np.ndarray:
+        """Hidden states of one layer (HF index; 0 = embeddings) as [n, d_model] in the stored dtype.
+
+        `rows` are indices into `tokens` (or None for all); only the chunks holding them are read.
+        """
+        li = self._layer_position(layer)
+        if rows is None:
+            # Every visible shard's real rows, in order: contiguous, chunk-aligned slices.
+            parts = [self._hidden[li, s.row_start : s.row_start + s.n_tokens]
+                     for s in self.visible_shards if s.n_tokens]
+            return np.concatenate(parts) if parts else np.zeros((0, self._hidden.shape[2]), self._hidden.dtype)
+        rows = np.asarray(rows, dtype=np.int64)
+        array_rows = self.tokens.column("row").to_numpy()[rows]
+        uniq, inverse = np.unique(array_rows, return_inverse=True)
+        if uniq.size == 0:
+            return np.zeros((0, self._hidden.shape[2]), self._hidden.dtype)
+        # One orthogonal selection: zarr fetches and decodes just the touched chunks, concurrently.
+        data = self._hidden.get_orthogonal_selection((li, uniq, slice(None)))
+        return data[inverse]
+
+    def static_embeddings(self, token_ids=None) -> np.ndarray:
+        arr = self._root[layout.STATIC]
+        if token_ids is None:
+            return arr[:]
+        ids = np.asarray(token_ids, dtype=np.int64)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        if uniq.size == 0:
+            return np.zeros((0, arr.shape[1]), arr.dtype)
+        return arr.get_orthogonal_selection((uniq, slice(None)))[inverse]
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (f"Store({self.path!r}, model={m['model']['name']!r}, variant={m['variant']!r}, "
+                f"layers={len(self.layers)}, tokens={m['stats']['n_tokens']}, complete={self.complete})")
+
+
+def open_store(path: str, *, allow_incomplete: bool = False, storage_options: dict | None = None) -> Store:
+    return Store(str(path), allow_incomplete=allow_incomplete, storage_options=storage_options)

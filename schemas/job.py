@@ -1,0 +1,118 @@
+"""Job specs, validated at the edge (CLI flags or YAML). No I/O happens inside validation: whether a
+path exists is checked by the code that opens it, so a spec can be built and checked anywhere."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Variant = Literal["base", "repeat", "prompt"]
+SourceFormat = Literal["auto", "text", "wic", "conllu"]
+StoredDtype = Literal["float32", "float16"]
+ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class ExtractSpec(BaseModel):
+    """Everything that decides what an extraction writes (plus how it runs: device, workers)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="local model directory, .gguf file, or hub name (network permitting)")
+    data: str = Field(description="a .jsonl/.csv/.parquet file, a WiC directory, or CoNLL-U file(s)")
+    out: str = Field(description="the store to write (a local path or fsspec URL)")
+    format: SourceFormat = "auto"
+    text_column: str = "text"
+    words_column: str | None = None
+    layers: list[int] | Literal["all"] = "all"
+    dtype: StoredDtype = "float32"
+    model_dtype: ModelDtype = "auto"
+    variant: Variant = "base"
+    keep: Literal["all", "targets"] = "all"
+    # 4096 tokens per forward pass keeps the activations of a batch (layers x tokens x d) to a few
+    # hundred MB for models up to d=1024, and is large enough that CPU matmuls are efficient.
+    batch_tokens: int = Field(4096, ge=1)
+    max_length: int | None = Field(None, ge=1, description="default: the model's own limit")
+    # ~16k tokens per shard: big enough that per-shard overhead (commit, parquet, a few partial
+    # chunks) is noise, small enough that a killed worker loses under a minute of CPU work.
+    shard_tokens: int = Field(16384, ge=1)
+    chunk_rows: int | None = Field(None, ge=1, description="default: ~1 MiB uncompressed per chunk")
+    codec: Literal["blosc-lz4", "zstd", "none"] = "blosc-lz4"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    padding_side: Literal["auto", "left", "right"] = "auto"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    overwrite: bool = False
+    limit: int | None = Field(None, ge=1, description="only the first N examples (smoke runs)")
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _parse_layers(cls, v):
+        if isinstance(v, str) and v != "all":
+            try:
+                v = [int(x) for x in v.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError(f"--layers must be 'all' or comma-separated integers, got {v!r}")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("--layers is empty")
+            if any(x < 0 for x in v):
+                raise ValueError("layer indices are HF hidden_states indices and must be >= 0")
+            v = sorted(set(v))
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.variant == "prompt" and self.format == "conllu":
+            raise ValueError("the prompt variant needs a target word; CoNLL-U sources have none")
+        return self
+
+    def fingerprint_fields(self) -> dict:
+        """The fields that change stored values or the shard plan. Resuming a store requires these to
+        match; device, workers, batch size and padding side only change speed (and float rounding)."""
+        return self.model_dump(
+            include={"format", "text_column", "words_column", "layers", "dtype", "model_dtype",
+                     "variant", "keep", "max_length", "shard_tokens", "chunk_rows", "codec", "limit"}
+        )
+
+
+class ProbeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["wic", "polar", "linear"]
+    options: dict = Field(default_factory=dict)
+
+
+class BatchJobSpec(BaseModel):
+    """`layerprobe run JOB.yaml`: every model x dataset x variant is extracted into
+    ROOT/<model>/<dataset>/<variant>.zarr, then the listed probes run on each store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: str
+    models: list[str] = Field(min_length=1)
+    datasets: list[str] = Field(min_length=1)
+    variants: list[Variant] = Field(default_factory=lambda: ["base"], min_length=1)
+    layers: list[int] | Literal["all"] = "all"
+    dtype: StoredDtype = "float32"
+    keep: Literal["all", "targets"] = "all"
+    format: SourceFormat = "auto"
+    text_column: str = "text"
+    workers: int | None = Field(None, ge=1)
+    batch_tokens: int = Field(4096, ge=1)
+    max_length: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1)
+    probes: list[ProbeSpec] = Field(default_factory=list)
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _probe_shorthand(cls, v):
+        # `probes: [wic]` is shorthand for `probes: [{name: wic}]`.
+        if isinstance(v, list):
+            return [{"name": p} if isinstance(p, str) else p for p in v]
+        return v
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _parse_layers(cls, v):
+        return ExtractSpec._parse_layers(v)
