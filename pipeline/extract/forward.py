@@ -154,7 +154,7 @@ class ShardExtractor:
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
         b_sel = torch.as_tensor(np.concatenate(b_idx), device=self.device)
         t_sel = torch.as_tensor(np.concatenate(t_idx), device=self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), _thread_invariant_attention(self.device):
             out = self.model(**inputs, output_hidden_states=True, return_dict=True)
             # Gather only the stored tokens on the device: padding never leaves it.
             block = torch.stack([out.hidden_states[L][b_sel, t_sel] for L in self.target.layers])
@@ -170,6 +170,20 @@ class ShardExtractor:
             ready = torch.cuda.Event()
             ready.record(self._copy_stream)
         return host, ready
+
+
+def _thread_invariant_attention(device: str):
+    """On CPU, torch's fused (flash) SDPA kernel picks its blocking from the intra-op thread count,
+    so the same batch rounds differently under 1 and 2 threads, and the Ray executor gives each
+    worker cpus // workers threads: the store would depend on the worker count. The math backend
+    rounds the same for any thread count. GPUs are untouched (one worker per GPU)."""
+    import contextlib
+
+    if device.startswith("cuda"):
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def _append_token_rows(cols: dict[str, list], e: Encoded, positions: np.ndarray, tokenizer,

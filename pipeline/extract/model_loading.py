@@ -8,6 +8,7 @@ first and downloaded only when the network allows.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import logging
@@ -93,6 +94,25 @@ def _hub_error(ref: ModelRef, exc: Exception) -> LayerprobeError:
     )
 
 
+def _gguf_cached(loader):
+    """GGUF metadata parsing is slow (tens of seconds for the tokenizer); the driver and an in-process
+    worker both need it, so parsed GGUF configs/tokenizers are cached per process and handed out as
+    copies (callers set padding side and pad token on theirs)."""
+    cache: dict = {}
+
+    def wrapper(ref: ModelRef, trust_remote_code: bool = False):
+        if not ref.gguf_file:
+            return loader(ref, trust_remote_code)
+        f = Path(ref.location) / ref.gguf_file
+        key = (str(f), f.stat().st_mtime_ns, trust_remote_code)
+        if key not in cache:
+            cache[key] = loader(ref, trust_remote_code)
+        return copy.deepcopy(cache[key])
+
+    return wrapper
+
+
+@_gguf_cached
 def load_config(ref: ModelRef, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
@@ -111,6 +131,7 @@ def load_config(ref: ModelRef, trust_remote_code: bool = False):
         raise LayerprobeError(f"cannot read the model config at {ref.name}: {exc}") from exc
 
 
+@_gguf_cached
 def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 

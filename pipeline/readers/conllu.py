@@ -1,0 +1,160 @@
+"""CoNLL-U treebanks (Universal Dependencies): one file or a directory of `*.conllu` files.
+
+One Example per sentence: words are the FORM column of the basic word lines (multiword-token
+ranges `1-2` and empty nodes `1.1` are skipped), text is the words joined by single spaces.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pipeline.errors import LayerprobeError
+from pipeline.readers._common import check_limit, column_names, read_text_file, spans_of_joined
+from pipeline.readers.base import Example, Source
+from pipeline.readers.fingerprint import source_fingerprint
+
+COLUMNS = ["sent_id", "split", "original_text", "upos", "xpos", "lemmas", "heads", "deprels"]
+_SPLIT_RE = re.compile(r"-(train|dev|test)\.conllu$")
+_MWT_RE = re.compile(r"^\d+-\d+$")
+_EMPTY_RE = re.compile(r"^\d+\.\d+$")
+
+
+def split_of(file: Path) -> str:
+    m = _SPLIT_RE.search(file.name)
+    return m.group(1) if m else file.stem
+
+
+def find_conllu_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.conllu") if p.is_file())
+        if not files:
+            raise LayerprobeError(f"no *.conllu files in directory {path}; pass a .conllu file or a directory of them")
+        return files
+    raise LayerprobeError(f"CoNLL-U source {path} does not exist; pass a .conllu file or a directory of them")
+
+
+class _Sentence:
+    __slots__ = ("sent_id", "text", "forms", "lemmas", "upos", "xpos", "heads", "deprels", "head_lines")
+
+    def __init__(self) -> None:
+        self.sent_id: str | None = None
+        self.text = ""
+        self.forms: list[str] = []
+        self.lemmas: list[str] = []
+        self.upos: list[str] = []
+        self.xpos: list[str] = []
+        self.heads: list[int] = []
+        self.deprels: list[str] = []
+        self.head_lines: list[int] = []
+
+
+def _read_file(file: Path, split: str, want: int | None) -> list[Example]:
+    """Examples of `file`, stopping once `want` sentences are read (None: all)."""
+    out: list[Example] = []
+    sent = _Sentence()
+    n_sent = 0
+
+    def flush() -> None:
+        nonlocal sent, n_sent
+        if sent.forms:
+            n_sent += 1
+            n = len(sent.forms)
+            for head, ln in zip(sent.heads, sent.head_lines):
+                if head > n:
+                    raise LayerprobeError(
+                        f"{file} line {ln}: HEAD {head} points past the sentence, which has {n} words; fix the HEAD column"
+                    )
+            words = tuple(sent.forms)
+            out.append(
+                Example(
+                    text=" ".join(words),
+                    words=words,
+                    word_spans=spans_of_joined(words),
+                    columns={
+                        "sent_id": sent.sent_id if sent.sent_id is not None else f"{file.name}:{n_sent}",
+                        "split": split,
+                        "original_text": sent.text,
+                        "upos": sent.upos,
+                        "xpos": sent.xpos,
+                        "lemmas": sent.lemmas,
+                        "heads": sent.heads,
+                        "deprels": sent.deprels,
+                    },
+                )
+            )
+        sent = _Sentence()
+
+    for line_no, raw in enumerate(read_text_file(file).split("\n"), 1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if line.strip() == "":
+            flush()
+            if want is not None and len(out) >= want:
+                return out
+            continue
+        if line.startswith("#"):
+            body = line[1:].strip()
+            key, eq, value = body.partition("=")
+            if eq:
+                key = key.strip()
+                if key == "sent_id":
+                    sent.sent_id = value.strip()
+                elif key == "text":
+                    sent.text = value.strip()
+            continue
+        cols = line.split("\t")
+        if len(cols) != 10:
+            raise LayerprobeError(
+                f"{file} line {line_no}: expected 10 tab-separated CoNLL-U columns, found {len(cols)}; "
+                "check the line uses tabs, not spaces"
+            )
+        tok_id = cols[0]
+        if _MWT_RE.match(tok_id) or _EMPTY_RE.match(tok_id):
+            continue
+        if not tok_id.isdigit():
+            raise LayerprobeError(f"{file} line {line_no}: ID {tok_id!r} is not a word number (or a range like 1-2, or 1.1)")
+        expected = len(sent.forms) + 1
+        if int(tok_id) != expected:
+            raise LayerprobeError(
+                f"{file} line {line_no}: word ID {tok_id} out of sequence, expected {expected}; "
+                "sentences must be separated by a blank line and numbered from 1"
+            )
+        head = cols[6]
+        if not head.isdigit():
+            raise LayerprobeError(
+                f"{file} line {line_no}: HEAD {head!r} is not a whole number (0 for the root, else a word ID)"
+            )
+        sent.forms.append(cols[1])
+        sent.lemmas.append(cols[2])
+        sent.upos.append(cols[3])
+        sent.xpos.append(cols[4])
+        sent.heads.append(int(head))
+        sent.head_lines.append(line_no)
+        sent.deprels.append(cols[7])
+    flush()
+    return out if want is None else out[:want]
+
+
+def read_conllu(path: str | Path, limit: int | None = None, options: dict | None = None) -> Source:
+    """Read a `.conllu` file or a directory of them (in name order). `limit`: first N sentences."""
+    check_limit(limit)
+    root = Path(path)
+    files = find_conllu_files(root)
+    examples: list[Example] = []
+    for f in files:
+        want = None if limit is None else limit - len(examples)
+        examples.extend(_read_file(f, split_of(f), want))
+        if limit is not None and len(examples) >= limit:
+            break
+    if not examples:
+        raise LayerprobeError(f"CoNLL-U source {root} has no sentences; check it is a CoNLL-U file with word lines")
+    opts = {"format": "conllu", "limit": limit, **(options or {})}
+    return Source(
+        examples=examples,
+        path=str(path),
+        format="conllu",
+        columns=column_names(examples),
+        fingerprint=source_fingerprint(files, root, opts),
+    )

@@ -1,0 +1,172 @@
+"""Plain-text sources: `.jsonl` / `.json`, `.csv`, `.parquet`, read with the `datasets` library.
+
+One Example per row. The text comes from `text_column`, or, with `words_column` (a list-of-strings
+column), from the words joined by single spaces. Optional integer columns `target_start` /
+`target_end` give a character span [start, end) into the text: the example's target.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import LayerprobeError
+from pipeline.readers._common import check_limit, spans_of_joined, word_containing
+from pipeline.readers.base import Example, Source
+from pipeline.readers.fingerprint import source_fingerprint
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_WORD_RE = re.compile(r"\S+")
+
+
+def _load(path: Path):
+    """The file as an in-memory `datasets.Dataset`; nothing is left in any cache."""
+    import datasets  # lazy: heavy import, only text sources need it
+
+    builder = BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise LayerprobeError(
+            f"{path}: unsupported text file type {path.suffix!r}; use .jsonl, .json, .csv or .parquet"
+        )
+    if path.stat().st_size == 0:
+        raise LayerprobeError(f"{path} is empty; a text source needs at least one example")
+    was_disabled = datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()
+    try:
+        with tempfile.TemporaryDirectory(prefix="layerprobe-datasets-") as cache:
+            return datasets.load_dataset(
+                builder, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True
+            )
+    except LayerprobeError:
+        raise
+    except Exception as e:  # datasets/pyarrow/pandas raise many types for a bad file
+        if "corresponds to no data" in str(e):
+            raise LayerprobeError(f"{path} has no rows; a text source needs at least one example") from e
+        detail = " ".join(str(e).split())[:300] or type(e).__name__
+        hint = {
+            "json": "JSON Lines (one object per line) or a JSON list of objects",
+            "csv": "CSV with a header row",
+            "parquet": "a Parquet file",
+        }[builder]
+        raise LayerprobeError(f"cannot read {path} as {builder} ({detail}); check it is {hint}") from e
+    finally:
+        if not was_disabled:
+            datasets.utils.enable_progress_bars()
+
+
+def _as_offset(value: Any, path: Path, row: int, name: str) -> int | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        raise LayerprobeError(
+            f"{path} row {row}: {name} must be a whole-number character offset, got {value!r}"
+        )
+    return int(value)
+
+
+def read_text(
+    path: str | Path,
+    text_column: str = "text",
+    words_column: str | None = None,
+    limit: int | None = None,
+) -> Source:
+    """Read a `.jsonl`/`.json`/`.csv`/`.parquet` file. Row numbers in errors count from 0."""
+    check_limit(limit)
+    p = Path(path)
+    if not p.is_file():
+        raise LayerprobeError(
+            f"text source {p} does not exist" if not p.exists() else f"text source {p} is not a file"
+        )
+    ds = _load(p)
+    available = list(ds.column_names)
+    needed = words_column if words_column is not None else text_column
+    if needed not in available:
+        kind = "words column" if words_column is not None else "text column"
+        flag = "--words-column" if words_column is not None else "--text-column"
+        raise LayerprobeError(
+            f"{p} has no {kind} {needed!r}; available columns: {', '.join(available) or '(none)'}; "
+            f"pass the right one with {flag}"
+        )
+    has_start, has_end = "target_start" in available, "target_end" in available
+    if has_start != has_end:
+        missing = "target_end" if has_start else "target_start"
+        raise LayerprobeError(f"{p} has a target span column but no {missing!r}; give both target_start and target_end, or neither")
+    if len(ds) == 0:
+        raise LayerprobeError(f"{p} has no rows; a text source needs at least one example")
+    if limit is not None and limit < len(ds):
+        ds = ds.select(range(limit))
+
+    examples: list[Example] = []
+    for row, record in enumerate(ds):
+        if words_column is not None:
+            words = record[words_column]
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise LayerprobeError(
+                    f"{p} row {row}: words column {words_column!r} must be a list of strings, got {type(words).__name__}"
+                )
+            if not words:
+                raise LayerprobeError(f"{p} row {row}: words column {words_column!r} is an empty list; every example needs words")
+            for k, w in enumerate(words):
+                if not w.strip():
+                    raise LayerprobeError(
+                        f"{p} row {row}: word {k} in column {words_column!r} is empty or whitespace; remove it"
+                    )
+            words_t = tuple(words)
+            text = " ".join(words_t)
+            spans = spans_of_joined(words_t)
+        else:
+            text = record[text_column]
+            if text is None or (isinstance(text, str) and not text.strip()):
+                raise LayerprobeError(
+                    f"{p} row {row}: text column {text_column!r} is empty; remove the row or fill in its text"
+                )
+            if not isinstance(text, str):
+                raise LayerprobeError(
+                    f"{p} row {row}: text column {text_column!r} must hold strings, got {type(text).__name__}"
+                )
+            matches = list(_WORD_RE.finditer(text))
+            words_t = tuple(m.group() for m in matches)
+            spans = tuple(m.span() for m in matches)
+
+        target_span = target_word_id = None
+        if has_start:
+            start = _as_offset(record["target_start"], p, row, "target_start")
+            end = _as_offset(record["target_end"], p, row, "target_end")
+            if (start is None) != (end is None):
+                raise LayerprobeError(f"{p} row {row}: target_start and target_end must both be set or both be empty")
+            if start is not None:
+                if start < 0 or end > len(text) or start > len(text):
+                    raise LayerprobeError(
+                        f"{p} row {row}: target span [{start}, {end}) is outside the text, which has "
+                        f"{len(text)} characters (end is exclusive); fix target_start/target_end"
+                    )
+                if end <= start:
+                    raise LayerprobeError(
+                        f"{p} row {row}: target span [{start}, {end}) is empty; target_end must be greater than target_start"
+                    )
+                target_span = (start, end)
+                target_word_id = word_containing(spans, start, end)
+
+        columns = {k: v for k, v in record.items() if k != text_column}
+        examples.append(
+            Example(
+                text=text,
+                words=words_t,
+                word_spans=spans,
+                target_span=target_span,
+                target_word_id=target_word_id,
+                columns=columns,
+            )
+        )
+
+    opts = {"format": "text", "text_column": text_column, "words_column": words_column, "limit": limit}
+    return Source(
+        examples=examples,
+        path=str(path),
+        format="text",
+        columns=[c for c in available if c != text_column],
+        fingerprint=source_fingerprint([p], p, opts),
+    )
