@@ -98,9 +98,15 @@ class BatchJobSpec(BaseModel):
     keep: Literal["all", "targets"] = "all"
     format: SourceFormat = "auto"
     text_column: str = "text"
-    workers: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=1, description="default: one per GPU in the cluster, else 1; "
+                                "set it on autoscaling clusters that start with no GPU nodes")
     batch_tokens: int = Field(4096, ge=1)
+    shard_tokens: int = Field(16384, ge=1)
     max_length: int | None = Field(None, ge=1)
+    model_dtype: ModelDtype = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    codec: Literal["blosc-lz4", "zstd", "none"] = "blosc-lz4"
+    trust_remote_code: bool = False
     limit: int | None = Field(None, ge=1)
     probes: list[ProbeSpec] = Field(default_factory=list)
 

@@ -42,8 +42,22 @@ def component_name(path: str) -> str:
     return name
 
 
+def output_root(job: BatchJobSpec) -> str:
+    """URLs stay as they are; a local output becomes absolute on the driver, so Ray workers on other
+    machines (or a `ray job submit` working dir) write to the same shared path."""
+    if "://" in job.output:
+        return job.output.rstrip("/")
+    return str(Path(job.output).expanduser().resolve())
+
+
 def store_path(job: BatchJobSpec, model: str, dataset: str, variant: str) -> str:
-    return str(Path(job.output) / component_name(model) / component_name(dataset) / f"{variant}.zarr")
+    # String joins, not Path: Path("s3://b/x") would collapse the scheme's double slash.
+    return "/".join([output_root(job), component_name(model), component_name(dataset), f"{variant}.zarr"])
+
+
+# Which stores each probe reads: WiC pairs, or CoNLL-U trees/labels. Other combinations are skipped
+# (a job may list both WiC and UD datasets with both probes).
+PROBE_SOURCES = {"wic": {"wic"}, "polar": {"conllu"}, "linear": {"conllu", "text"}}
 
 
 def run_batch_job(job_path: str, *, ray_address: str | None = None, executor: str = "ray",
@@ -54,6 +68,11 @@ def run_batch_job(job_path: str, *, ray_address: str | None = None, executor: st
     job = load_job(job_path)
     base_dir = Path(job_path).resolve().parent
     combos = [(m, d, v) for m in job.models for d in job.datasets for v in job.variants]
+    names = [f"{component_name(m)}/{component_name(d)}/{v}" for m, d, v in combos]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise LayerprobeError(f"job spec {job_path}: two entries map to the same store {clashes[0]!r} "
+                              "(store names come from the last path component); rename or move one")
     if executor == "ray":
         from pipeline.executors.ray_executor import ensure_ray
 
@@ -66,15 +85,22 @@ def run_batch_job(job_path: str, *, ray_address: str | None = None, executor: st
             spec = ExtractSpec(
                 model=_resolve(model, base_dir), data=_resolve(dataset, base_dir), out=out, variant=variant,
                 layers=job.layers, dtype=job.dtype, keep=job.keep, format=job.format,
-                text_column=job.text_column, batch_tokens=job.batch_tokens, max_length=job.max_length,
-                limit=job.limit,
+                text_column=job.text_column, batch_tokens=job.batch_tokens, shard_tokens=job.shard_tokens,
+                max_length=job.max_length, model_dtype=job.model_dtype, device=job.device, codec=job.codec,
+                trust_remote_code=job.trust_remote_code, limit=job.limit,
             )
             result = run_extract(spec, executor=executor, workers=job.workers, ray_address=ray_address,
                                  progress=progress)
             lines.append(f"ok      {name}: {result.summary()}")
+            source_format = _source_format(out)
             for probe in job.probes:
-                _run_probe(probe, out, Path(out).with_suffix("") / "probes" / probe.name)
-                lines.append(f"ok      {name}: probe {probe.name}")
+                if source_format not in PROBE_SOURCES[probe.name]:
+                    lines.append(f"skipped {name}: probe {probe.name} (needs a "
+                                 f"{'/'.join(sorted(PROBE_SOURCES[probe.name]))} store, this is {source_format})")
+                    continue
+                probe_out = out[: -len(".zarr")] + f"-probes/{probe.name}"
+                _run_probe(probe, out, probe_out)
+                lines.append(f"ok      {name}: probe {probe.name} -> {probe_out}")
         except (LayerprobeError, ValidationError) as exc:
             msg = str(exc).splitlines()[0] if isinstance(exc, LayerprobeError) else exc.errors()[0]["msg"]
             failures.append(name)
@@ -94,7 +120,13 @@ def _resolve(path: str, base_dir: Path) -> str:
     return str(candidate) if candidate.exists() else path
 
 
-def _run_probe(probe, store: str, out_dir: Path) -> None:
+def _source_format(store: str) -> str:
+    from pipeline.store import open_store
+
+    return open_store(store).manifest["source"]["format"]
+
+
+def _run_probe(probe, store: str, out_dir: str) -> None:
     from jobs.cli import run_probe_by_name
 
-    run_probe_by_name(probe.name, store=store, out=str(out_dir), **probe.options)
+    run_probe_by_name(probe.name, store=store, out=out_dir, **probe.options)
