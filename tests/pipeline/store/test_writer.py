@@ -1,0 +1,118 @@
+"""Shard writing: chunk ownership, idempotent rewrites, visibility only after commit, range checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.errors import StoreError
+from pipeline.executors.planning import plan_shards
+from pipeline.store import layout, open_store
+from pipeline.store.writer import ShardWriter, create_store, write_manifest, write_static_embeddings
+from schemas.manifest import Manifest, ModelInfo, SourceInfo, TokenizerInfo
+from schemas.tables import TOKENS_SCHEMA
+
+D = 8
+LAYERS = [0, 1, 2]
+
+
+def _manifest(dtype="float32"):
+    return Manifest(
+        created_at="now", config_fingerprint="fp",
+        model=ModelInfo(name="m", architecture="X", model_type="x", content_hash="h", n_layers=2, d_model=D,
+                        vocab_size=10, dtype="float32"),
+        tokenizer=TokenizerInfo(name="m", cls="T", content_hash="t", padding_side="right", model_max_length=64),
+        source=SourceInfo(path="p", format="text", fingerprint="s", n_examples=3, columns=[]),
+        variant="base", keep="all", layers=LAYERS, dtype=dtype, chunk_rows=4, codec="blosc-lz4", max_length=64,
+    )
+
+
+def _tokens(shard, n):
+    cols = {f.name: [] for f in TOKENS_SCHEMA}
+    for r in range(n):
+        for k, v in dict(example_id=shard.example_start, position=r, row=shard.row_start + r, token_id=1,
+                         token="a", char_start=0, char_end=1, word_id=0, special=False, is_target=False).items():
+            cols[k].append(v)
+    return pa.table(cols, schema=TOKENS_SCHEMA)
+
+
+def _examples(shard):
+    return pa.table({"example_id": list(range(shard.example_start, shard.example_end))})
+
+
+def _store(tmp_path, lengths=(5, 6, 3), dtype="float32"):
+    plan = plan_shards(list(lengths), list(lengths), shard_tokens=1, chunk_rows=4)
+    path = str(tmp_path / "s.zarr")
+    create_store(path, _manifest(dtype), plan, d_model=D, vocab_size=10)
+    return path, plan
+
+
+def _write(path, shard, values, dtype="float32"):
+    w = ShardWriter(path, shard, layers=LAYERS, dtype=dtype, chunk_rows=4, config_fingerprint="fp")
+    for i in range(0, values.shape[1], 2):  # blocks that straddle chunk boundaries
+        w.submit(values[:, i : i + 2])
+    return w.finish(_tokens(shard, values.shape[1]), _examples(shard))
+
+
+def test_shards_are_invisible_until_committed_and_readable_after(tmp_path):
+    path, plan = _store(tmp_path)
+    with pytest.raises(StoreError, match="incomplete"):
+        open_store(path)
+    rng = np.random.default_rng(0)
+    data = {s.shard_id: rng.normal(size=(3, s.n_tokens, D)).astype("float32") for s in plan.shards}
+    _write(path, plan.shards[0], data[0])
+    partial = open_store(path, allow_incomplete=True)
+    assert partial.committed == {0} and len(partial.tokens) == 5
+    for s in plan.shards[1:]:
+        _write(path, s, data[s.shard_id])
+    write_static_embeddings(path, np.ones((10, D), "float32"), fingerprint="fp")
+    st = open_store(path)
+    for li, L in enumerate(LAYERS):
+        np.testing.assert_array_equal(st.layer(L), np.concatenate([data[k][li] for k in sorted(data)], axis=0))
+    np.testing.assert_array_equal(st.layer(1, [6, 0]), np.stack([data[1][1][1], data[0][1][0]]))
+
+
+def test_rewriting_a_shard_is_idempotent(tmp_path):
+    path, plan = _store(tmp_path)
+    values = np.arange(3 * 5 * D, dtype="float32").reshape(3, 5, D)
+    first = _write(path, plan.shards[0], values)
+    chunk = tmp_path / "s.zarr" / "hidden_states" / "c" / "0" / "1" / "0"
+    before = chunk.read_bytes()
+    second = _write(path, plan.shards[0], values)
+    assert chunk.read_bytes() == before
+    assert first.chunk_crc32 == second.chunk_crc32 and first.table_sha256 == second.table_sha256
+
+
+def test_each_shard_writes_only_its_own_chunks(tmp_path):
+    path, plan = _store(tmp_path)
+    _write(path, plan.shards[1], np.ones((3, 6, D), "float32"))
+    # shard 1 owns rows [8, 16) = chunks 2 and 3; nothing else may exist
+    written = sorted(p.name for p in (tmp_path / "s.zarr" / "hidden_states" / "c" / "0").iterdir())
+    assert written == ["2", "3"]
+
+
+def test_float16_overflow_is_an_error_naming_the_layer(tmp_path):
+    path, plan = _store(tmp_path, dtype="float16")
+    values = np.zeros((3, 5, D), "float32")
+    values[2, 1, 3] = 1e6
+    with pytest.raises(StoreError, match="layer 2 .*float16"):
+        _write(path, plan.shards[0], values, dtype="float16")
+    assert not (tmp_path / "s.zarr" / layout.commit_record(0)).exists()
+
+
+def test_non_finite_activations_are_refused(tmp_path):
+    path, plan = _store(tmp_path)
+    values = np.zeros((3, 5, D), "float32")
+    values[1, 0, 0] = np.nan
+    with pytest.raises(StoreError, match="non-finite"):
+        _write(path, plan.shards[0], values)
+
+
+def test_a_store_with_a_newer_format_version_is_refused(tmp_path):
+    path, _ = _store(tmp_path)
+    m = _manifest()
+    m.format_version = 99
+    write_manifest(path, m)
+    with pytest.raises(StoreError, match="format version 99"):
+        open_store(path, allow_incomplete=True)
