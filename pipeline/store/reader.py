@@ -38,7 +38,12 @@ class Store:
             raise StoreError(f"{path} has store format version {manifest['format_version']}; this "
                              f"layerprobe reads up to {FORMAT_VERSION}: upgrade layerprobe")
         self.manifest: dict = manifest
-        self.plan = ShardPlan.model_validate(read_json(self._fs, join(self._base, layout.PLAN)))
+        try:
+            self.plan = ShardPlan.model_validate(read_json(self._fs, join(self._base, layout.PLAN)))
+        except FileNotFoundError:
+            raise StoreError(f"{path} has no {layout.PLAN}: not a complete layerprobe store") from None
+        except ValueError as exc:  # bad JSON, or a plan that fails validation (pydantic's error is a ValueError)
+            raise StoreError(f"{path}: invalid {layout.PLAN} ({str(exc).splitlines()[0]})") from None
         self.committed = self._committed_shards()
         missing = [s.shard_id for s in self.plan.shards if s.shard_id not in self.committed]
         if missing and not allow_incomplete:
@@ -66,6 +71,20 @@ class Store:
 
     # -- metadata --------------------------------------------------------------------------------
     @property
+    def fs(self):
+        """The fsspec filesystem holding the store (for tools that copy or validate raw files)."""
+        return self._fs
+
+    @property
+    def base(self) -> str:
+        """The store's root inside `fs`."""
+        return self._base
+
+    @property
+    def root(self) -> zarr.Group:
+        return self._root
+
+    @property
     def layers(self) -> list[int]:
         return list(self.manifest["layers"])
 
@@ -77,7 +96,9 @@ class Store:
         paths = [join(self._base, kind(s.shard_id)) for s in self.visible_shards]
         if not paths:
             raise StoreError(f"store {self.path} has no committed shards yet")
-        return pa.concat_tables([pq.read_table(p, filesystem=self._fs) for p in paths],
+        # Whole-object reads: plain HTTP servers (python -m http.server) have no range requests,
+        # which pyarrow's footer-first Parquet reads need; per-shard tables are small.
+        return pa.concat_tables([pq.read_table(pa.BufferReader(self._fs.cat_file(p))) for p in paths],
                                 promote_options="default")
 
     @cached_property

@@ -69,7 +69,9 @@ def create_store(path: str, manifest: Manifest, plan: ShardPlan, *, d_model: int
                               dimension_names=("layer",), compressors=None)
     coord[:] = np.asarray(manifest.layers, dtype=np.int32)
     root.create_array(
-        layout.STATIC, shape=(vocab_size, d_model), chunks=(min(vocab_size, plan.chunk_rows), d_model),
+        # The static table is read whole or by token id, independently of the token rows: ~1 MiB chunks.
+        layout.STATIC, shape=(vocab_size, d_model),
+        chunks=(min(vocab_size, layout.default_chunk_rows(d_model, dtype.itemsize)), d_model),
         dtype=dtype, fill_value=0, dimension_names=layout.DIMS_STATIC, compressors=compressors,
         config=cfg, attributes={"description": "input-embedding table (static embeddings)"},
     )

@@ -1,0 +1,216 @@
+"""Linear (logistic-regression) probes per layer, with Hewitt & Liang (2019) control tasks.
+
+Word-level labels come from list columns with one value per word (`upos`, `deprel` -> the
+`deprels` column's universal part, `xpos`, ...); a scalar example column gives example-level
+labels, the example's vector being the mean of its word vectors. Features are standardised with
+the fit split's statistics; the static embedding table is probed as layer `static`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from jobs.results import write_results
+from jobs.splits import example_splits, parse_selector_list, select_units
+from jobs.storeio import model_info, resolve_store, store_location
+from jobs.words import mean_pool_matrix, word_pooling
+from pipeline.errors import LayerprobeError
+
+ALIASES = {"deprel": "deprels", "lemma": "lemmas", "head": "heads"}
+UNIVERSAL = {"deprels"}
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def control_labels(types: list[str], fit_labels: list[str], seed: int) -> list[str]:
+    """Hewitt & Liang control task: each word type gets a label drawn from the fit split's empirical
+    label distribution. The draw for a type depends only on (seed, type), so it is the same in every
+    split and run, whatever other types exist."""
+    names, counts = np.unique(np.asarray(fit_labels, dtype=object).astype(str), return_counts=True)
+    cdf = np.cumsum(counts) / counts.sum()
+    out = []
+    for t in types:
+        h = hashlib.blake2b(f"{seed}\x00{t}".encode(), digest_size=8).digest()
+        u = int.from_bytes(h, "little") / 2.0 ** 64
+        out.append(str(names[min(int(np.searchsorted(cdf, u, side="right")), len(names) - 1)]))
+    return out
+
+
+def fit_score(X_fit: np.ndarray, y_fit: list[str], evals: list[tuple[np.ndarray, list[str]]], seed: int,
+              max_iter: int = 1000) -> list[float]:
+    """Standardise with fit statistics, fit multinomial logistic regression (lbfgs), return the
+    accuracy on each eval set. Labels never seen in fit are counted wrong."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    X_fit = np.asarray(X_fit, dtype=np.float64)
+    mu = X_fit.mean(0)
+    sd = X_fit.std(0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    y_fit = np.asarray(y_fit, dtype=object).astype(str)
+    classes = np.unique(y_fit)
+    if len(classes) == 1:
+        predict = lambda X: np.full(len(X), classes[0], dtype=object)  # noqa: E731
+    else:
+        clf = LogisticRegression(max_iter=max_iter, random_state=seed, solver="lbfgs")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit((X_fit - mu) / sd, y_fit)
+        predict = lambda X: clf.predict((np.asarray(X, dtype=np.float64) - mu) / sd)  # noqa: E731
+    accs = []
+    for X, y in evals:
+        if len(y) == 0:
+            accs.append(float("nan"))
+            continue
+        accs.append(float(np.mean(predict(X) == np.asarray(y, dtype=object).astype(str))))
+    return accs
+
+
+# ---------------------------------------------------------------- store side
+
+
+@dataclass
+class Items:
+    """Labelled items of one split: rows of the group matrix, labels, control-task types."""
+
+    groups: np.ndarray      # word-level: pooling group index; example-level: index into `pool_ids`
+    labels: list[str]
+    types: list[str]
+
+
+def _resolve_label(examples, label: str) -> tuple[str, bool]:
+    """(column, word_level)."""
+    cols = examples.column_names
+    col = label if label in cols else ALIASES.get(label, label)
+    if col not in cols:
+        import pyarrow as pa
+
+        word_cols = [c for c in cols if pa.types.is_list(examples.schema.field(c).type)
+                     and c not in ("words", "word_char_start", "word_char_end")]
+        skip = {"example_id", "shard_id", "text", "input_text", "target_char_start", "target_char_end",
+                "target_word_id", "n_tokens", "truncated", "target_found"}
+        ex_cols = [c for c in cols if c not in skip and c not in word_cols
+                   and not pa.types.is_list(examples.schema.field(c).type)]
+        raise LayerprobeError(
+            f"unknown label {label!r}; word-level label columns: {', '.join(word_cols) or '(none)'}"
+            + (" (also 'deprel')" if "deprels" in word_cols else "")
+            + f"; example-level columns: {', '.join(ex_cols) or '(none)'}"
+        )
+    import pyarrow as pa
+
+    return col, pa.types.is_list(examples.schema.field(col).type)
+
+
+def _norm_label(v, col) -> str | None:
+    if v is None:
+        return None
+    v = str(v)
+    return v.split(":", 1)[0] if col in UNIVERSAL else v
+
+
+def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "dev", eval: str | list[str] = "test",
+               control: bool = False, seed: int = 0, layers: list[int] | None = None, static: bool = True,
+               max_iter: int = 1000, echo: bool = True) -> list[dict]:
+    """Logistic-regression probe accuracy per layer (and static). Returns the result rows."""
+    evals = parse_selector_list(eval) if isinstance(eval, str) else list(eval)
+    s = resolve_store(store)
+    ex = s.examples
+    col, word_level = _resolve_label(ex, label)
+    pooling = word_pooling(s.tokens)
+    if pooling.n_groups == 0:
+        raise LayerprobeError("this store has no word tokens (word_id >= 0), e.g. it kept only targets")
+    ex_ids = ex.column("example_id").to_numpy()
+    order = np.argsort(ex_ids, kind="stable")
+    splits = [example_splits(ex)[i] for i in order]
+    values = ex.column(col).to_pylist()
+    words = ex.column("words").to_pylist()
+    texts = ex.column("text").to_pylist() if "text" in ex.column_names else [" ".join(w) for w in words]
+
+    # example-level: one pooled vector per example = mean of its word vectors
+    word_of_example = pooling.example_id
+    ex_pool = None
+    if not word_level:
+        pos = {int(e): i for i, e in enumerate(ex_ids.tolist())}
+        grp = np.array([pos[int(e)] for e in word_of_example], dtype=np.int64)
+        ex_pool = mean_pool_matrix(grp, len(ex_ids))
+        has_words = np.bincount(grp, minlength=len(ex_ids)) > 0
+
+    def items(selector: str) -> tuple[Items, int]:
+        chosen = order[select_units(splits, selector)]
+        g, y, t, dropped = [], [], [], 0
+        for i in chosen.tolist():
+            if word_level:
+                vals = values[i] or []
+                n = len(words[i])
+                if len(vals) != n:
+                    dropped += n
+                    continue
+                grp = pooling.lookup(np.full(n, ex_ids[i]), np.arange(n))
+                for k in range(n):
+                    lab = _norm_label(vals[k], col)
+                    if grp[k] < 0 or lab is None:
+                        dropped += 1
+                        continue
+                    g.append(int(grp[k])); y.append(lab); t.append(str(words[i][k]).lower())
+            else:
+                lab = _norm_label(values[i], col)
+                if lab is None or not has_words[i]:
+                    dropped += 1
+                    continue
+                g.append(i); y.append(lab); t.append(str(texts[i]).lower())
+        return Items(np.array(g, dtype=np.int64), y, t), dropped
+
+    fit_items, fit_drop = items(fit)
+    if len(fit_items.labels) == 0:
+        raise LayerprobeError(f"fit split {fit!r} has no labelled {'words' if word_level else 'examples'}")
+    dropped = {fit: fit_drop}
+    eval_items = []
+    for sel in evals:
+        it, d = items(sel)
+        dropped[sel] = d
+        eval_items.append((sel, it))
+    if control:
+        ctrl_fit = control_labels(fit_items.types, fit_items.labels, seed)
+        ctrl_eval = [control_labels(it.types, fit_items.labels, seed) for _, it in eval_items]
+
+    todo = (["static"] if static and hasattr(s, "static_embeddings") else []) + (
+        list(s.layers) if layers is None else list(layers))
+    rows = []
+    for layer in todo:
+        W = pooling.layer(s, layer)
+        feats = W if word_level else np.asarray(ex_pool @ W, dtype=np.float32)
+        X_fit = feats[fit_items.groups]
+        Xs = [feats[it.groups] for _, it in eval_items]
+        accs = fit_score(X_fit, fit_items.labels, [(X, it.labels) for X, (_, it) in zip(Xs, eval_items)],
+                         seed, max_iter)
+        if control:
+            caccs = fit_score(X_fit, ctrl_fit, list(zip(Xs, ctrl_eval)), seed, max_iter)
+        for k, (sel, it) in enumerate(eval_items):
+            row: dict[str, Any] = {"layer": layer, "split": sel, "accuracy": accs[k]}
+            if control:
+                row["control_accuracy"] = caccs[k]
+                row["selectivity"] = accs[k] - caccs[k]
+            row.update({"n_fit": len(fit_items.labels), "n_eval": len(it.labels),
+                        "n_classes": len(set(fit_items.labels))})
+            rows.append(row)
+    model, variant = model_info(s)
+    settings = {"store": store_location(store, s), "label": label, "label_column": col,
+                "level": "word" if word_level else "example", "fit": fit, "eval": evals, "control": control,
+                "seed": seed, "classifier": f"LogisticRegression(lbfgs, max_iter={max_iter}), "
+                "features z-scored with fit statistics",
+                "relations": "universal (subtype after ':' stripped)" if col in UNIVERSAL else None,
+                "control_task": "Hewitt & Liang 2019: label per lower-cased word type drawn from the fit "
+                                "label distribution" if control else None}
+    plot = ["accuracy", "control_accuracy"] if control else ["accuracy"]
+    write_results(out, "linear", rows, settings, plot, "accuracy", model, variant,
+                  extra={"dropped_items": dropped,
+                         "dropped_reason": "no label, or no token for the word (truncation)"},
+                  echo=echo)
+    return rows

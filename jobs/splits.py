@@ -1,0 +1,105 @@
+"""Split selectors: `train`, `dev[:80%]`, `dev[80%:]`, `dev[10:50]`, `train+dev`, `all`.
+
+A selector picks *units* (examples, or WiC pairs so a pair is never separated) by the split name
+of each unit, in unit order; a bracketed slice follows the `datasets` syntax (percent boundaries
+rounded to the closest unit, as `datasets` does by default; negative boundaries count from the
+end). `all` means every unit (the only choice for stores without a `split` column).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import LayerprobeError
+
+_PART = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[\s*([^\]:]*)\s*:\s*([^\]:]*)\s*\])?\s*$")
+_BOUND = re.compile(r"^(-?\d+)(%?)$")
+
+
+@dataclass(frozen=True)
+class SplitPart:
+    name: str
+    start: str = ""   # '' | '80%' | '-10' ...
+    stop: str = ""
+
+    def bounds(self, n: int) -> tuple[int, int]:
+        return _bound(self.start, n, 0), _bound(self.stop, n, n)
+
+
+def _bound(text: str, n: int, default: int) -> int:
+    if text == "":
+        return default
+    m = _BOUND.match(text.strip())
+    if not m:
+        raise LayerprobeError(f"bad slice boundary {text!r}: use an integer or a percentage like 80%")
+    val = int(m.group(1))
+    if m.group(2):
+        if not -100 <= val <= 100:
+            raise LayerprobeError(f"bad slice boundary {text!r}: percentages lie in [-100%, 100%]")
+        val = int(round(val * n / 100.0))
+    if val < 0:
+        val += n
+    return min(max(val, 0), n)
+
+
+def parse_selector(text: str) -> list[SplitPart]:
+    """'dev[:80%]+test' -> [SplitPart('dev', '', '80%'), SplitPart('test')]."""
+    if not text or not text.strip():
+        raise LayerprobeError("empty split selector")
+    parts = []
+    for piece in text.split("+"):
+        m = _PART.match(piece)
+        if not m:
+            raise LayerprobeError(
+                f"bad split selector {text!r}: expected NAME, NAME[START:STOP] (e.g. dev[:80%]) or A+B"
+            )
+        parts.append(SplitPart(m.group(1), (m.group(2) or "").strip(), (m.group(3) or "").strip()))
+    return parts
+
+
+def parse_selector_list(text: str) -> list[str]:
+    """'dev,test' -> ['dev', 'test'] (each checked by parse_selector)."""
+    sels = [t.strip() for t in (text or "").split(",") if t.strip()]
+    if not sels:
+        raise LayerprobeError("no split given")
+    for s in sels:
+        parse_selector(s)
+    return sels
+
+
+def select_units(unit_splits: Sequence[str | None], selector: str) -> np.ndarray:
+    """Indices (ascending within each part, parts concatenated) of the units the selector picks.
+
+    unit_splits[i] is the split name of unit i (None everywhere when the store has no split column:
+    then only `all` works)."""
+    arr = np.asarray([("" if x is None else str(x)) for x in unit_splits], dtype=object)
+    available = sorted(set(arr.tolist()) - {""})
+    out = []
+    for part in parse_selector(selector):
+        if part.name == "all" and "all" not in available:
+            idx = np.arange(len(arr))
+        elif part.name in available:
+            idx = np.flatnonzero(arr == part.name)
+        elif not available:
+            raise LayerprobeError(
+                f"unknown split {part.name!r}: this store has no split column; use 'all' "
+                "(optionally sliced, e.g. all[:80%])"
+            )
+        else:
+            raise LayerprobeError(
+                f"unknown split {part.name!r}; the store has: {', '.join(available)} (or 'all')"
+            )
+        a, b = part.bounds(len(idx))
+        out.append(idx[a:b])
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
+
+
+def example_splits(examples) -> list[str | None]:
+    """The split name of each example (all None if the store has no split column)."""
+    if "split" not in examples.column_names:
+        return [None] * examples.num_rows
+    return examples.column("split").to_pylist()

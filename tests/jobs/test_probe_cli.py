@@ -1,0 +1,55 @@
+"""The `probe` CLI end to end on real on-disk stores written with pipeline.store.writer."""
+
+import argparse
+import csv
+
+import pytest
+from fake_store import make_conllu_store, make_wic_store, write_real_store
+
+from jobs.cli import add_probe_parsers, main
+
+
+@pytest.fixture(scope="module")
+def real_wic(tmp_path_factory):
+    return write_real_store(make_wic_store(variant="repeat"), str(tmp_path_factory.mktemp("s") / "wic.zarr"))
+
+
+@pytest.fixture(scope="module")
+def real_ud(tmp_path_factory):
+    fake = make_conllu_store(splits=(("dev", 30),), n_layers=2, d=16, max_len=8)
+    return write_real_store(fake, str(tmp_path_factory.mktemp("s") / "ud.zarr"), dtype="float16")
+
+
+def test_add_probe_parsers_wires_three_subcommands_with_defaults():
+    parser = argparse.ArgumentParser()
+    add_probe_parsers(parser.add_subparsers(dest="command"))
+    a = parser.parse_args(["probe", "wic", "--store", "S", "--out", "D"])
+    assert (a.fit, a.eval, a.standardize, a.threshold_grid, a.seed) == ("train", "dev,test", "global", None, 0)
+    a = parser.parse_args(["probe", "polar", "--store", "S", "--out", "D"])
+    assert (a.fit, a.eval, a.rank, a.lambda_angle, a.beta_root) == ("dev", "test", 128, 0.01, 0.01)
+    a = parser.parse_args(["probe", "linear", "--store", "S", "--label", "upos", "--control", "--out", "D"])
+    assert a.control and a.label == "upos" and callable(a.func)
+
+
+def test_wic_cli_on_a_real_store_writes_csv_json_png(tmp_path, real_wic, capsys):
+    assert main(["probe", "wic", "--store", real_wic, "--standardize", "batch", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "wic.csv")))
+    assert {r["split"] for r in rows} == {"dev", "test"} and rows[0]["layer"] == "static"
+    assert float([r for r in rows if r["layer"] == "3"][0]["accuracy"]) > 0.9
+    assert (tmp_path / "wic.json").exists() and (tmp_path / "wic.png").exists()
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_linear_and_polar_cli_on_a_dev_only_float16_store(tmp_path, real_ud):
+    assert main(["probe", "linear", "--store", real_ud, "--label", "upos", "--fit", "dev[:80%]",
+                 "--eval", "dev[80%:]", "--control", "--out", str(tmp_path)]) == 0
+    assert main(["probe", "polar", "--store", real_ud, "--fit", "dev[:80%]", "--eval", "dev[80%:]",
+                 "--rank", "8", "--epochs", "3", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "linear.csv").exists() and (tmp_path / "polar.png").exists()
+
+
+def test_cli_reports_user_errors_without_traceback(tmp_path, real_ud, capsys):
+    assert main(["probe", "linear", "--store", real_ud, "--label", "upos", "--fit", "train",
+                 "--out", str(tmp_path)]) == 2
+    assert "unknown split 'train'" in capsys.readouterr().err
+    assert main(["probe", "wic", "--store", str(tmp_path / "missing.zarr"), "--out", str(tmp_path)]) == 2

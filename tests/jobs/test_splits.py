@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from jobs.splits import parse_selector, parse_selector_list, select_units
+from pipeline.errors import LayerprobeError
+
+UNITS = ["train"] * 3 + ["dev"] * 10 + ["test"] * 2
+
+
+def test_plain_split_name_selects_its_units_in_order():
+    assert select_units(UNITS, "dev").tolist() == list(range(3, 13))
+
+
+def test_percent_slices_partition_a_split_deterministically():
+    head = select_units(UNITS, "dev[:80%]")
+    tail = select_units(UNITS, "dev[80%:]")
+    assert head.tolist() == list(range(3, 11))
+    assert tail.tolist() == [11, 12]
+    assert sorted(head.tolist() + tail.tolist()) == select_units(UNITS, "dev").tolist()
+
+
+def test_absolute_and_negative_slices_follow_python_semantics():
+    assert select_units(UNITS, "dev[2:4]").tolist() == [5, 6]
+    assert select_units(UNITS, "dev[-2:]").tolist() == [11, 12]
+
+
+def test_plus_concatenates_splits():
+    assert select_units(UNITS, "train+test").tolist() == [0, 1, 2, 13, 14]
+
+
+def test_unknown_split_error_lists_available_splits():
+    with pytest.raises(LayerprobeError, match=r"unknown split 'validation'.*dev, test, train"):
+        select_units(UNITS, "validation")
+
+
+def test_store_without_split_column_accepts_all_only():
+    assert select_units([None] * 4, "all[:50%]").tolist() == [0, 1]
+    with pytest.raises(LayerprobeError, match="no split column"):
+        select_units([None] * 4, "dev")
+
+
+def test_bad_selectors_are_rejected():
+    for bad in ["dev[:80]]", "dev[a:b]", "", "dev[:150%]"]:
+        with pytest.raises(LayerprobeError):
+            select_units(UNITS, bad)
+
+
+def test_selector_list_splits_on_commas():
+    assert parse_selector_list("dev, test[:50%]") == ["dev", "test[:50%]"]
+    assert parse_selector("dev[:80%]")[0].stop == "80%"
+    assert isinstance(select_units(UNITS, "dev"), np.ndarray)

@@ -1,0 +1,195 @@
+"""Issue 3: the store depends only on the data and the config — not on the worker count, the
+executor, a killed worker, a killed driver or a re-run. One shared Ray session (2 CPUs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from pipeline.errors import StoreError
+from pipeline.executors.extract_job import run_extract
+from pipeline.store.reader import open_store
+from schemas.job import ExtractSpec
+
+REPO = Path(__file__).resolve().parents[3]
+SETTINGS = dict(shard_tokens=40, chunk_rows=16, batch_tokens=64)
+
+
+def spec(model, data, out, **kw) -> ExtractSpec:
+    return ExtractSpec(model=str(model), data=str(data), out=str(out), **(SETTINGS | kw))
+
+
+def assert_same_store(a_path, b_path) -> None:
+    a, b = open_store(a_path), open_store(b_path)
+    assert a.complete and b.complete
+    assert a.tokens.equals(b.tokens)
+    assert a.examples.equals(b.examples)
+    assert a.layers == b.layers
+    for layer in a.layers:
+        assert np.array_equal(a.layer(layer), b.layer(layer)), f"layer {layer} differs"
+    assert np.array_equal(a.static_embeddings(), b.static_embeddings())
+
+
+@pytest.fixture(scope="module")
+def big_jsonl(tmp_path_factory, corpus) -> Path:
+    """~19 shards at shard_tokens=40: enough for a kill to land mid-run."""
+    path = tmp_path_factory.mktemp("data") / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": f"{i}: {t}"}) + "\n" for i, t in enumerate(corpus * 8)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_gpt2, big_jsonl, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    result = run_extract(spec(tiny_gpt2, big_jsonl, out), executor="local", progress=False)
+    assert result.status == "written" and result.n_shards >= 10
+    return out
+
+
+def _commits(store: Path) -> list[Path]:
+    d = store / "meta" / "commits"
+    return [p for p in d.glob("shard-*.json")] if d.is_dir() else []
+
+
+def _wait_for_commit(store: Path, alive, timeout=120.0) -> None:
+    t0 = time.monotonic()
+    while not _commits(store):
+        assert alive(), "extraction ended before the first commit"
+        assert time.monotonic() - t0 < timeout, "no commit record appeared"
+        time.sleep(0.02)
+
+
+def test_one_and_two_workers_and_local_write_identical_stores(ray_cluster, tiny_gpt2, big_jsonl, reference,
+                                                               tmp_path):
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.zarr"
+        result = run_extract(spec(tiny_gpt2, big_jsonl, out), executor="ray", workers=workers, progress=False)
+        assert result.status == "written"
+        assert_same_store(out, reference)
+
+
+def _shard_worker_pids() -> list[int]:
+    """ShardWorker actor processes of *this* session's Ray (descendants of this process)."""
+    pids = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "ShardWorker" in " ".join(proc.cmdline()):
+                pids.append(proc.pid)
+        except psutil.Error:
+            pass
+    return pids
+
+
+def test_killing_a_worker_mid_run_still_writes_the_identical_store(ray_cluster, tiny_gpt2, big_jsonl,
+                                                                   reference, tmp_path):
+    out = tmp_path / "killed.zarr"
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["result"] = run_extract(spec(tiny_gpt2, big_jsonl, out), executor="ray", workers=2,
+                                            progress=False)
+        except BaseException as exc:  # surfaced below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    _wait_for_commit(out, thread.is_alive)
+    pids = _shard_worker_pids()
+    assert pids, "no ShardWorker actor process found"
+    n_committed_at_kill = len(_commits(out))
+    os.kill(pids[0], signal.SIGKILL)
+    assert thread.is_alive(), "the run finished before the worker could be killed"
+    thread.join(timeout=150)
+    assert not thread.is_alive(), "the run did not finish after a worker was killed"
+    assert "error" not in outcome, repr(outcome.get("error"))
+    assert outcome["result"].status == "written"
+    assert n_committed_at_kill < outcome["result"].n_shards  # the kill landed mid-run
+    assert_same_store(out, reference)
+
+
+def _extract_cmd(model, data, out) -> list[str]:
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+        "from pipeline.executors.extract_job import run_extract\n"
+        "from schemas.job import ExtractSpec\n"
+        f"r = run_extract(ExtractSpec(model={str(model)!r}, data={str(data)!r}, out={str(out)!r}, "
+        f"**{SETTINGS!r}), executor='local', progress=False)\n"
+        "print('STATUS', r.status, r.n_skipped, r.n_shards)\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def test_killing_the_driver_then_rerunning_resumes_to_the_identical_store(tiny_gpt2, big_jsonl, reference,
+                                                                           tmp_path):
+    out = tmp_path / "driver.zarr"
+    cmd = _extract_cmd(tiny_gpt2, big_jsonl, out)
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_commit(out, lambda: proc.poll() is None)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    n_done = len(_commits(out))
+    with pytest.raises(StoreError, match="incomplete"):
+        open_store(out)  # the interrupted store is refused, not half-read
+
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    status = [line for line in rerun.stdout.splitlines() if line.startswith("STATUS")]
+    _, word, skipped, total = status[-1].split()
+    assert word == "resumed" and int(skipped) >= n_done > 0 and int(skipped) < int(total)
+    assert f"{skipped} of {total} shards already committed" in rerun.stderr
+    assert_same_store(out, reference)
+
+
+@pytest.fixture()
+def small_store(tiny_gpt2, corpus, tmp_path) -> tuple[Path, Path]:
+    data = tmp_path / "small.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus))
+    out = tmp_path / "small.zarr"
+    assert run_extract(spec(tiny_gpt2, data, out), executor="local", progress=False).status == "written"
+    return data, out
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"layers": [0, 1]}, "layers"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"model": "bert"}, "model differs"),
+])
+def test_a_changed_config_is_refused_and_the_store_is_untouched(small_store, tiny_gpt2, tiny_bert, change,
+                                                                message, tmp_path):
+    data, out = small_store
+    keep = tmp_path / "copy.zarr"
+    shutil.copytree(out, keep)
+    model = tiny_bert if change.pop("model", None) else tiny_gpt2
+    with pytest.raises(StoreError, match="another configuration") as info:
+        run_extract(spec(model, data, out, **change), executor="local", progress=False)
+    msg = str(info.value)
+    assert message in msg and "\n" not in msg and "--overwrite" in msg
+    assert_same_store(out, keep)
+
+
+def test_rerunning_a_complete_store_is_a_no_op(small_store, tiny_gpt2):
+    data, out = small_store
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    result = run_extract(spec(tiny_gpt2, data, out), executor="local", progress=False)
+    assert result.status == "already complete"
+    assert result.n_skipped == result.n_shards
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert before == after
