@@ -78,7 +78,7 @@ def add_probe_parsers(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("polar", help="polar probe (and the structural-probe baseline) on dependency trees")
     _common(p, "dev", "test")
     p.add_argument("--rank", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=100, help="at most; training stops early when the fit loss stalls")
     p.add_argument("--lambda-angle", type=float, default=0.01)
     p.add_argument("--beta-root", type=float, default=0.01)
     p.add_argument("--full-relations", action="store_true",

@@ -234,9 +234,12 @@ def _batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def train_probe(data: TreeData, *, rank: int = 128, epochs: int = 30, lambda_angle: float = 0.01,
-                beta_root: float = 0.01, seed: int = 0, batch_size: int = 20, lr: float = 5e-3,
-                patience: int = 3, max_edges_angle: int = 512) -> tuple[np.ndarray, float]:
+def train_probe(data: TreeData, *, rank: int = 128, epochs: int = 100, lambda_angle: float = 0.01,
+                beta_root: float = 0.01, seed: int = 0, batch_size: int = 20,
+                # Hewitt & Manning's Adam rate: 5e-3 oscillates on the L1 distance loss (fit UUAS 0.24
+                # vs 0.63 at 1e-3 on MiniLM layer 3, 240 EWT sentences).
+                lr: float = 1e-3,
+                patience: int = 5, max_edges_angle: int = 512) -> tuple[np.ndarray, float]:
     """Fit B ([rank, d]) with Adam on dist + beta*depth + lambda*angle; early stop on the epoch's fit
     loss. Returns (B, best epoch loss). lambda_angle = 0 gives the structural probe."""
     import torch
@@ -400,7 +403,7 @@ def _tree_data(info, ex_ids, word_vecs) -> TreeData:
 
 
 def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str | list[str] = "test",
-              rank: int = 128, epochs: int = 30, lambda_angle: float = 0.01, beta_root: float = 0.01,
+              rank: int = 128, epochs: int = 100, lambda_angle: float = 0.01, beta_root: float = 0.01,
               seed: int = 0, relations: str = "universal", layers: list[int] | None = None,
               echo: bool = True) -> list[dict]:
     """Polar and structural probes per layer. Returns the result rows."""
@@ -454,7 +457,7 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
     model, variant = model_info(s)
     settings = {"store": store_location(store, s), "fit": fit, "eval": evals, "rank": rank, "epochs": epochs,
                 "lambda_angle": lambda_angle, "beta_root": beta_root, "seed": seed, "relations": relations,
-                "optimizer": "Adam lr=5e-3, batches of 20 sentences, early stop on fit loss (patience 3)",
+                "optimizer": "Adam lr=1e-3, batches of 20 sentences, early stop on fit loss (patience 5)",
                 "features": "word = mean of its subword vectors, z-scored per dimension with fit statistics",
                 "structural_baseline": "same probe with lambda_angle = 0 (Hewitt & Manning 2019)"}
     write_results(out, "polar", rows, settings, ["las", "structural_las"], "LAS", model, variant,

@@ -92,18 +92,18 @@ def _chunk_crcs(block: np.ndarray, chunk_rows: int) -> list[int]:
             for i in range(0, block.shape[0], chunk_rows)]
 
 
-def check_range(values: np.ndarray, layers: list[int], dtype: np.dtype) -> None:
+def check_range(values: np.ndarray, layers: list[int], dtype: np.dtype, what: str = "layer") -> None:
     """Refuse rather than store inf/nan: name the layer."""
     if not np.isfinite(values).all():
         bad = [layers[i] for i in range(values.shape[0]) if not np.isfinite(values[i]).all()]
-        raise StoreError(f"non-finite activations in layer(s) {bad}: the model produced inf/nan")
+        raise StoreError(f"non-finite values in {what} {bad}: the model produced inf/nan")
     if dtype == np.float16:
         peak = np.abs(values).reshape(values.shape[0], -1).max(axis=1)
         over = [(layers[i], float(p)) for i, p in enumerate(peak) if p > FLOAT16_MAX]
         if over:
             layer, p = over[0]
             raise StoreError(
-                f"layer {layer} has activations up to {p:.4g}, outside float16's range (±65504): "
+                f"{what} {layer} has values up to {p:.4g}, outside float16's range (±65504): "
                 "store this model with --dtype float32"
             )
 
@@ -236,8 +236,8 @@ def write_static_embeddings(path: str, table: np.ndarray, *, fingerprint: str,
                             storage_options: dict | None = None) -> CommitRecord:
     root = open_group(path, "r+", storage_options)
     arr = root[layout.STATIC]
+    check_range(table[None], ["(input-embedding table)"], arr.dtype, what="static_embeddings")
     table = np.ascontiguousarray(table.astype(arr.dtype))
-    check_range(table[None], [-1], arr.dtype)
     arr[:] = table
     record = CommitRecord(
         shard_id="static", config_fingerprint=fingerprint, n_tokens=table.shape[0], n_examples=0,

@@ -82,7 +82,7 @@ def test_universal_relation_strips_subtype():
 def polar_rows(tmp_path_factory):
     s = make_conllu_store(splits=(("dev", 50), ("test", 15)), d=32, max_len=9)
     out = tmp_path_factory.mktemp("polar")
-    return s, out, run_polar(store=s, out=out, fit="dev", eval="test", rank=16, epochs=15, echo=False)
+    return s, out, run_polar(store=s, out=out, fit="dev", eval="test", rank=16, epochs=100, echo=False)
 
 
 def test_polar_probe_recovers_trees_from_a_tree_embedding(polar_rows):
