@@ -58,9 +58,23 @@ def store(built_store, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def http_root(built_store, tmp_path_factory) -> Path:
+def wic_built_store(tiny_bert, tmp_path_factory) -> Path:
+    """A WiC store from the bundled sample (train + dev pairs), for probes over URLs."""
+    from pipeline.executors.extract_job import run_extract
+    from pipeline.samples import SAMPLES_DIR
+    from schemas.job import ExtractSpec
+
+    out = tmp_path_factory.mktemp("sharing_wic") / "wic.zarr"
+    run_extract(ExtractSpec(model=str(tiny_bert), data=str(SAMPLES_DIR / "wic"), out=str(out)),
+                executor="local", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def http_root(built_store, wic_built_store, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("www")
     shutil.copytree(built_store, root / "s.zarr")
+    shutil.copytree(wic_built_store, root / "wic.zarr")
     return root
 
 
