@@ -50,11 +50,12 @@ def run_probe_by_name(name: str, *, store, out: str, **options) -> list[dict]:
         raise LayerprobeError(f"probe {name}: {exc}") from None
 
 
-def _common(p: argparse.ArgumentParser, fit: str, eval_: str) -> None:
+def _common(p: argparse.ArgumentParser, fit: str, eval_: str | None) -> None:
     p.add_argument("--store", required=True, help="store path or URL")
     p.add_argument("--fit", default=fit, help=f"split to fit on: a name or a slice like 'dev[:80%%]' (default {fit})")
     p.add_argument("--eval", default=eval_,
-                   help=f"comma-separated splits to score, e.g. 'dev,test' or 'dev[80%%:]' (default {eval_})")
+                   help="comma-separated splits to score, e.g. 'dev,test' or 'dev[80%%:]' (default: "
+                        + (eval_ or "every other labelled split") + ")")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder for <probe>.csv/.json/.png")
 
@@ -67,7 +68,7 @@ def add_probe_parsers(subparsers) -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("wic", help="Word-in-Context: cosine of target vectors, threshold fit per layer")
-    _common(p, "train", "dev,test")
+    _common(p, "train", None)
     p.add_argument("--standardize", choices=["global", "batch", "none"], default="global",
                    help="anisotropy removal: global (fit statistics), batch (per 30 pairs, as in "
                         "'Fantastic Semantics'), none")

@@ -174,15 +174,24 @@ def _labels_or_error(pairs: WicPairs, idx: np.ndarray, selector: str) -> np.ndar
     return np.array([bool(l) for l in labels], dtype=bool)
 
 
-def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str | list[str] = "dev,test",
+def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str | list[str] | None = None,
             standardize: str = "global", threshold_grid: float | None = None, seed: int = 0,
             layers: list[int] | None = None, static: bool = True, echo: bool = True) -> list[dict]:
     """WiC accuracy per layer (and for the static embedding table). Returns the result rows."""
     if standardize not in STANDARDIZE_MODES:
         raise LayerprobeError(f"unknown --standardize {standardize!r}: expected {', '.join(STANDARDIZE_MODES)}")
-    evals = parse_selector_list(eval) if isinstance(eval, str) else list(eval)
     s = resolve_store(store)
     pairs, pooling = load_pairs(s)
+    if eval is None:
+        # Default: every other split of the store that has labels (WiC's test gold is often withheld).
+        labelled = {sp for sp, lab in zip(pairs.split, pairs.label) if lab is not None}
+        evals = [sp for sp in ("train", "dev", "test") if sp in labelled and sp != fit]
+        evals += sorted(sp for sp in labelled if sp not in ("train", "dev", "test", fit))
+        if not evals:
+            raise LayerprobeError(f"no labelled split besides {fit!r} to evaluate on; pass --eval, e.g. "
+                                  f"--eval '{fit}[80%:]' with --fit '{fit}[:80%]'")
+    else:
+        evals = parse_selector_list(eval) if isinstance(eval, str) else list(eval)
 
     def pick(selector: str):
         idx = select_units(pairs.split, selector)

@@ -175,8 +175,7 @@ def test_example_job_validates_and_uses_only_bundled_inputs():
     assert spec.datasets == ["pipeline/samples/wic",
                              "pipeline/samples/ud-english-ewt/en_ewt-ud-dev.conllu"]
     assert spec.variants == ["base"]
-    assert [p.name for p in spec.probes] == ["wic"]
-    assert spec.limit == 200
+    assert [p.name for p in spec.probes] == ["wic", "polar"]
     assert spec.output == "runs/example-job"
 
 
