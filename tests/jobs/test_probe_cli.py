@@ -24,7 +24,7 @@ def test_add_probe_parsers_wires_three_subcommands_with_defaults():
     parser = argparse.ArgumentParser()
     add_probe_parsers(parser.add_subparsers(dest="command"))
     a = parser.parse_args(["probe", "wic", "--store", "S", "--out", "D"])
-    assert (a.fit, a.eval, a.standardize, a.threshold_grid, a.seed) == ("train", "dev,test", "global", None, 0)
+    assert (a.fit, a.eval, a.standardize, a.threshold_grid, a.seed) == ("train", None, "global", None, 0)
     a = parser.parse_args(["probe", "polar", "--store", "S", "--out", "D"])
     assert (a.fit, a.eval, a.rank, a.lambda_angle, a.beta_root) == ("dev", "test", 128, 0.01, 0.01)
     a = parser.parse_args(["probe", "linear", "--store", "S", "--label", "upos", "--control", "--out", "D"])

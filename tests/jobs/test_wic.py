@@ -87,7 +87,13 @@ def test_wic_pair_slices_never_separate_a_pair(tmp_path, wic_store):
 def test_wic_unlabelled_eval_split_is_a_clear_error(tmp_path):
     s = make_wic_store(unlabelled=("test",))
     with pytest.raises(LayerprobeError, match="unlabelled"):
-        run_wic(store=s, out=tmp_path, echo=False)
+        run_wic(store=s, out=tmp_path, eval="dev,test", echo=False)
+
+
+def test_wic_default_eval_is_every_other_labelled_split(tmp_path):
+    s = make_wic_store(unlabelled=("test",))
+    rows = run_wic(store=s, out=tmp_path, echo=False)
+    assert {r["split"] for r in rows} == {"dev"}
 
 
 def test_wic_on_a_store_without_targets_refuses(tmp_path):
