@@ -34,9 +34,14 @@ def plan_shards(input_lengths: Sequence[int], kept_counts: Sequence[int], *, sha
 
 
 def estimate_bytes(plan: ShardPlan, *, n_layers: int, d_model: int, itemsize: int, vocab_size: int,
-                   compression_ratio: float = 1.0) -> dict[str, int]:
-    """Bytes on disk: hidden states per layer and in total, plus the static table."""
-    per_layer = int(plan.n_rows * d_model * itemsize / compression_ratio)
+                   compression_ratio: float = 1.0, table_bytes_per_token: int = 32) -> dict[str, int]:
+    """Bytes on disk: hidden states per layer and in total, the static table and the Parquet tables.
+
+    Counts real token rows: the zero rows that pad a shard's last chunk compress to almost nothing.
+    """
+    n_tokens = sum(s.n_tokens for s in plan.shards)
+    per_layer = int(n_tokens * d_model * itemsize / compression_ratio)
     static = int(vocab_size * d_model * itemsize / compression_ratio)
+    tables = n_tokens * table_bytes_per_token
     return {"per_layer": per_layer, "hidden_states": per_layer * n_layers, "static_embeddings": static,
-            "total": per_layer * n_layers + static}
+            "tables": tables, "total": per_layer * n_layers + static + tables}

@@ -16,6 +16,7 @@ import threading
 import zlib
 from datetime import datetime, timezone
 
+import numcodecs.blosc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,20 +93,24 @@ def _chunk_crcs(block: np.ndarray, chunk_rows: int) -> list[int]:
             for i in range(0, block.shape[0], chunk_rows)]
 
 
-def check_range(values: np.ndarray, layers: list[int], dtype: np.dtype, what: str = "layer") -> None:
-    """Refuse rather than store inf/nan: name the layer."""
-    if not np.isfinite(values).all():
-        bad = [layers[i] for i in range(values.shape[0]) if not np.isfinite(values[i]).all()]
+def check_range(values: np.ndarray, layers: list, dtype: np.dtype, what: str = "layer") -> None:
+    """Refuse rather than store inf/nan, or values float16 can't hold: name the layer.
+
+    One reduction per layer over the block (NaN and inf propagate into max/min), so the check costs
+    a pass over memory, not an abs() copy; the per-layer detail is computed only on failure."""
+    flat = values.reshape(values.shape[0], -1)
+    peak = np.maximum(flat.max(axis=1), -flat.min(axis=1))
+    limit = FLOAT16_MAX if dtype == np.float16 else np.inf
+    if np.isfinite(peak).all() and (peak <= limit).all():
+        return
+    bad = [layers[i] for i in range(len(peak)) if not np.isfinite(peak[i])]
+    if bad:
         raise StoreError(f"non-finite values in {what} {bad}: the model produced inf/nan")
-    if dtype == np.float16:
-        peak = np.abs(values).reshape(values.shape[0], -1).max(axis=1)
-        over = [(layers[i], float(p)) for i, p in enumerate(peak) if p > FLOAT16_MAX]
-        if over:
-            layer, p = over[0]
-            raise StoreError(
-                f"{what} {layer} has values up to {p:.4g}, outside float16's range (±65504): "
-                "store this model with --dtype float32"
-            )
+    i = int(np.argmax(peak > limit))
+    raise StoreError(
+        f"{what} {layers[i]} has values up to {float(peak[i]):.4g}, outside float16's range (±65504): "
+        "store this model with --dtype float32"
+    )
 
 
 class ShardWriter:
@@ -133,6 +138,9 @@ class ShardWriter:
         self._crcs: list[list[int]] = [[] for _ in layers]
         self._queue: queue.Queue = queue.Queue(maxsize=queue_depth)
         self._error: BaseException | None = None
+        # One compression thread: the writer already runs beside the forward pass, and blosc's default
+        # (one thread per core) would fight torch's intra-op threads for the same cores.
+        numcodecs.blosc.set_nthreads(1)
         self._thread = threading.Thread(target=self._drain, name=f"writer-{shard.shard_id}", daemon=True)
         self._thread.start()
         self.rows_written = 0

@@ -1,0 +1,386 @@
+"""`python -m benchmarks [--quick] [--out benchmarks/results.json]`: layerprobe's costs against a bare
+forward pass measured in the same run, on the same model, data, batches and device.
+
+Sections (issue 6): 1 bare forward, 2 layerprobe extract (float32/float16), 3 naive baselines
+(np.save per batch; an HF `datasets` Arrow dataset), 4 storage per dtype x codec, 5 probe reads vs
+plain zarr, 6 scale (peak RSS 1x vs 10x; 1 vs 2 Ray workers), 7 dry-run size estimate vs disk.
+Performance claims live here, never in timed unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_WIC = REPO.parent / "shared" / "data" / "wic"
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+def gpt2_small_random(root: Path) -> Path:
+    """A GPT-2-small-sized model (12 layers, d=768), random weights, with MiniLM's WordPiece
+    tokenizer (no hub access here). Speed depends on the shapes, not on the weights."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    from pipeline.extract.model_loading import default_model_dir
+
+    out = root / "gpt2-small-random"
+    if (out / "config.json").exists():
+        return out
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(default_model_dir())
+    GPT2Model(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=768, n_layer=12, n_head=12)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def dataset(root: Path, n_examples: int, repeat: int = 1) -> Path:
+    """Real WiC sentences as jsonl (the shared WiC train if present, else the bundled sample)."""
+    from pipeline.readers import read_source
+    from pipeline.samples import SAMPLES_DIR
+
+    src = read_source(str(SHARED_WIC if SHARED_WIC.is_dir() else SAMPLES_DIR / "wic"))
+    texts = [ex.text for ex in src.examples[:n_examples]] * repeat
+    path = root / f"wic-{n_examples}x{repeat}.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+def spec_for(model: str, data: Path, out: Path, **kw):
+    from schemas.job import ExtractSpec
+
+    return ExtractSpec(model=model, data=str(data), out=str(out), overwrite=True, **kw)
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+# -- 1 + 2 + 3: throughput -------------------------------------------------------------------------
+def throughput(model: str, data: Path, root: Path, repeats: int) -> dict:
+    """Bare forward, layerprobe (float32/float16) and the naive baselines over the same batches, the
+    model loaded once. Each timing is the best of `repeats` (noise on a shared machine is one-sided)."""
+    import torch
+
+    from pipeline.executors.extract_job import open_or_create, prepare, run_extract
+    from pipeline.extract.batching import token_budget_batches
+    from pipeline.extract.forward import ShardExtractor
+    from pipeline.extract.tokenize import encode_examples
+
+    spec32 = spec_for(model, data, root / "lp32.zarr")
+    prep = prepare(spec32)
+    worker = ShardExtractor(spec32, prep.target)
+    worker.setup()
+    tok, net = worker.tokenizer, worker.model
+    examples = prep.source.examples
+    enc = encode_examples(tok, examples, "base", prep.target.max_length)
+    batches = token_budget_batches([len(e) for e in enc], spec32.batch_tokens)
+    n_tokens = sum(len(e) for e in enc)
+
+    def padded(batch):
+        return tok.pad({"input_ids": [enc[i].input_ids for i in batch]}, return_tensors="pt")
+
+    inputs = [padded(b) for b in batches]
+
+    def bare():
+        with torch.inference_mode():
+            for x in inputs:
+                net(**x, output_hidden_states=True)
+
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    bare()  # warm-up: allocator, kernels
+    res = {"model": model, "n_examples": len(examples), "n_tokens": n_tokens, "batches": len(batches),
+           "n_layers": len(prep.manifest.layers), "d_model": prep.manifest.model.d_model}
+    t_bare = best(bare)
+    res["bare_forward"] = {"seconds": t_bare, "tokens_per_s": n_tokens / t_bare}
+
+    for dtype, codec in (("float32", "blosc-lz4"), ("float16", "blosc-lz4"), ("float32", "none")):
+        name = dtype if codec == "blosc-lz4" else f"{dtype}_{codec}"
+        spec = spec_for(model, data, root / f"lp-{name}.zarr", dtype=dtype, codec=codec)
+        p = prepare(spec)
+        w = ShardExtractor(spec, p.target)
+        w.__dict__.update({k: v for k, v in worker.__dict__.items() if k not in ("spec", "target")})
+
+        def extract():
+            open_or_create(p, overwrite=True)
+            for s in p.plan.shards:
+                w.run_shard(s, p.source.examples[s.example_start : s.example_end])
+
+        t = best(extract)
+        size = du(root / f"lp-{name}.zarr" / "hidden_states")
+        res[f"layerprobe_{name}"] = {"seconds": t, "tokens_per_s": n_tokens / t, "ratio_to_bare": t_bare / t,
+                                    "bytes_per_token": size / n_tokens}
+    # End to end, as a user runs it: model load, tokenisation, planning included.
+    t0 = time.perf_counter()
+    run_extract(spec_for(model, data, root / "e2e.zarr"), executor="local", progress=False)
+    res["layerprobe_end_to_end_s"] = time.perf_counter() - t0
+
+    def naive_npy():
+        out = root / "naive_npy"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        with torch.inference_mode():
+            for k, x in enumerate(inputs):
+                hs = net(**x, output_hidden_states=True).hidden_states
+                np.save(out / f"batch{k}.npy", torch.stack(hs).numpy())  # padding included, as written
+
+    def naive_datasets():
+        import datasets
+
+        out = root / "naive_ds"
+        shutil.rmtree(out, ignore_errors=True)
+
+        datasets.disable_progress_bars()
+        parts = []
+        with torch.inference_mode():
+            for b, x in zip(batches, inputs):
+                hs = torch.stack(net(**x, output_hidden_states=True).hidden_states)  # [L, B, T, d]
+                cols = {"example_id": [], "position": [], **{f"layer_{L}": [] for L in range(len(hs))}}
+                for j, i in enumerate(b):  # one row per real token, a column per layer
+                    n = len(enc[i])
+                    cols["example_id"] += [i] * n
+                    cols["position"] += list(range(n))
+                    for L in range(len(hs)):
+                        cols[f"layer_{L}"] += list(hs[L, j, :n].numpy())
+                parts.append(datasets.Dataset.from_dict(cols))
+        ds = datasets.concatenate_datasets(parts)
+        ds.save_to_disk(str(out))
+
+    for name, fn, path in (("naive_np_save", naive_npy, "naive_npy"),
+                           ("naive_hf_datasets", naive_datasets, "naive_ds")):
+        t = best(fn)
+        res[name] = {"seconds": t, "tokens_per_s": n_tokens / t, "ratio_to_bare": t_bare / t,
+                     "bytes_per_token": du(root / path) / n_tokens}
+    return res
+
+
+# -- 4: storage ------------------------------------------------------------------------------------
+def storage(store: Path) -> list[dict]:
+    """Bytes per token per layer, compression ratio and write MB/s of real activations (a middle
+    layer of the float32 store) for each dtype x codec."""
+    import zarr
+
+    from pipeline.store import open_store
+    from pipeline.store.writer import compressors_for
+
+    s = open_store(store)
+    x = s.layer(s.layers[len(s.layers) // 2])
+    rows = []
+    for dtype in ("float32", "float16"):
+        a = x.astype(dtype)
+        for codec in ("none", "zstd", "blosc-lz4"):
+            with tempfile.TemporaryDirectory() as d:
+                arr = zarr.create_array(d, shape=a.shape, chunks=(512, a.shape[1]), dtype=dtype,
+                                        compressors=compressors_for(codec), fill_value=0)
+                t0 = time.perf_counter()
+                arr[:] = a
+                t = time.perf_counter() - t0
+                size = sum(f.stat().st_size for f in Path(d, "c").rglob("*") if f.is_file())
+            rows.append({"dtype": dtype, "codec": codec, "bytes_per_token_per_layer": size / len(a),
+                         "compression_ratio": a.nbytes / size, "write_MB_per_s": a.nbytes / t / 1e6})
+    return rows
+
+
+# -- 5: probe reads --------------------------------------------------------------------------------
+def probe_reads(store: Path, root: Path) -> dict:
+    """The WiC probe (all layers + static) against reading just its rows with plain zarr."""
+    import pyarrow.parquet as pq
+    import zarr
+
+    from jobs.wic import run_wic
+
+    def probe():
+        run_wic(store=str(store), out=root / "wic", fit="train", eval="dev", echo=False)
+
+    probe()  # warm: imports (matplotlib, zarr codecs) are start-up, not reading
+    t0 = time.perf_counter()
+    probe()
+    t_probe = time.perf_counter() - t0
+
+    t0 = time.perf_counter()  # plain zarr + pyarrow: just the target rows of every layer
+    g = zarr.open_group(str(store), mode="r")
+    tokens = pq.read_table(sorted((store / "meta/tables/tokens").glob("*.parquet")))
+    rows = np.sort(tokens.filter(tokens.column("is_target")).column("row").to_numpy())
+    hs = g["hidden_states"]
+    for li in range(hs.shape[0]):
+        hs.get_orthogonal_selection((li, rows, slice(None)))
+    t_plain = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    whole = hs[0]
+    t_layer = time.perf_counter() - t0
+    return {"wic_probe_s": t_probe, "plain_zarr_target_rows_s": t_plain, "ratio": t_probe / t_plain,
+            "n_target_rows": int(len(rows)), "whole_layer_MB_per_s": whole.nbytes / t_layer / 1e6}
+
+
+# -- 6: scale --------------------------------------------------------------------------------------
+RSS_CHILD = """
+import resource, sys
+from pipeline.executors.extract_job import run_extract
+from schemas.job import ExtractSpec
+run_extract(ExtractSpec(model=sys.argv[1], data=sys.argv[2], out=sys.argv[3], overwrite=True),
+            executor="local", progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_mb(model: str, data: Path, out: Path) -> float:
+    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, model, str(data), str(out)],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout.strip().splitlines()[-1]) / 1024
+
+
+def scale(model: str, root: Path, n_examples: int) -> dict:
+    from pipeline.executors.extract_job import run_extract
+
+    one, ten = dataset(root, n_examples, 1), dataset(root, n_examples, 10)
+    res = {"examples_1x": n_examples, "peak_rss_MB_1x": peak_rss_mb(model, one, root / "rss1.zarr"),
+           "peak_rss_MB_10x": peak_rss_mb(model, ten, root / "rss10.zarr")}
+    for workers in (1, 2):
+        t0 = time.perf_counter()
+        run_extract(spec_for(model, ten, root / f"ray{workers}.zarr"), executor="ray", workers=workers,
+                    progress=False)
+        res[f"ray_{workers}_workers_s"] = time.perf_counter() - t0
+    import ray
+
+    ray.shutdown()
+    return res
+
+
+# -- 7: planning -----------------------------------------------------------------------------------
+def estimate(model: str, data: Path, root: Path) -> list[dict]:
+    from pipeline.executors.extract_job import run_extract
+
+    rows = []
+    for dtype in ("float32", "float16"):
+        out = root / f"est-{dtype}.zarr"
+        est = run_extract(spec_for(model, data, out, dtype=dtype), executor="local", dry_run=True).estimate
+        run_extract(spec_for(model, data, out, dtype=dtype), executor="local", progress=False)
+        real = du(out)
+        rows.append({"dtype": dtype, "estimated_bytes": est["total"], "real_bytes": real,
+                     "error": est["total"] / real - 1})
+    return rows
+
+
+# -- report ----------------------------------------------------------------------------------------
+def report(r: dict) -> str:
+    lines = [f"# layerprobe benchmark — {r['machine']['date']}",
+             f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, load average before "
+             f"{r['machine']['load_before']}, after {r['machine']['load_after']}; torch {r['machine']['torch']}", ""]
+    for t in r["throughput"]:
+        lines += [f"## Extraction: {t['model']} ({t['n_layers']} layers x d={t['d_model']}, {t['n_examples']} "
+                  f"WiC sentences, {t['n_tokens']} tokens, {t['batches']} batches)", "",
+                  "| run | tokens/s | ratio to bare forward | bytes/token (all layers) |", "|---|---|---|---|"]
+        lines.append(f"| bare forward (`output_hidden_states=True`, thrown away) | {t['bare_forward']['tokens_per_s']:.0f} | 1.00 | – |")
+        for k, label in (("layerprobe_float32", "layerprobe extract, float32, blosc-lz4"),
+                         ("layerprobe_float16", "layerprobe extract, float16, blosc-lz4"),
+                         ("layerprobe_float32_none", "layerprobe extract, float32, no codec"),
+                         ("naive_np_save", "naive: np.save per batch"),
+                         ("naive_hf_datasets", "naive: HF datasets Arrow")):
+            v = t[k]
+            lines.append(f"| {label} | {v['tokens_per_s']:.0f} | {v['ratio_to_bare']:.2f} | {v['bytes_per_token']:.0f} |")
+        lines += ["", f"End to end (`run_extract`, local, model load + tokenisation + plan): "
+                      f"{t['layerprobe_end_to_end_s']:.1f} s", ""]
+    lines += ["## Storage (real activations, middle layer)", "",
+              "| dtype | codec | bytes/token/layer | compression ratio | write MB/s |", "|---|---|---|---|---|"]
+    lines += [f"| {s['dtype']} | {s['codec']} | {s['bytes_per_token_per_layer']:.0f} | {s['compression_ratio']:.3f} | "
+              f"{s['write_MB_per_s']:.0f} |" for s in r["storage"]]
+    p = r["probe_reads"]
+    lines += ["", "## Probe reads", "",
+              f"WiC probe over all layers + static: {p['wic_probe_s']:.2f} s; plain zarr reading the same "
+              f"{p['n_target_rows']} target rows of every layer: {p['plain_zarr_target_rows_s']:.2f} s "
+              f"(ratio {p['ratio']:.2f}, target <= 1.5); whole-layer read {p['whole_layer_MB_per_s']:.0f} MB/s", ""]
+    s = r["scale"]
+    lines += ["## Scale", "",
+              f"peak RSS: {s['peak_rss_MB_1x']:.0f} MB at {s['examples_1x']} examples, "
+              f"{s['peak_rss_MB_10x']:.0f} MB at 10x; Ray 1 worker {s['ray_1_workers_s']:.1f} s, "
+              f"2 workers {s['ray_2_workers_s']:.1f} s (10x data, end to end incl. Ray start and model loads)", ""]
+    lines += ["## Dry-run size estimate", "", "| dtype | estimated | on disk | error |", "|---|---|---|---|"]
+    lines += [f"| {e['dtype']} | {e['estimated_bytes'] / 1e6:.2f} MB | {e['real_bytes'] / 1e6:.2f} MB | "
+              f"{e['error'] * 100:+.1f}% |" for e in r["estimate"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small data, one repeat (a few minutes on 2 cores)")
+    ap.add_argument("--models", default="default,gpt2-small", help="default (MiniLM) and/or gpt2-small")
+    ap.add_argument("--examples", type=int, default=None, help="WiC sentences per MiniLM throughput run")
+    ap.add_argument("--gpt2-examples", type=int, default=None,
+                    help="WiC sentences for the GPT-2-small-sized model (~10x MiniLM's cost per token)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.manual_seed(0)
+    n = args.examples or (300 if args.quick else 1600)
+    repeats = 1 if args.quick else 3
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="layerprobe-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    r = {"machine": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu,
+                     "cores": os.cpu_count(), "load_before": os.getloadavg()[0], "torch": torch.__version__,
+                     "torch_threads": torch.get_num_threads()},
+         "settings": {"examples": n, "repeats": repeats, "quick": args.quick}}
+    data = dataset(root, n)
+    n_gpt2 = args.gpt2_examples or max(50, n // 4)
+    models = {"default": "default", "gpt2-small": None}
+    r["throughput"] = []
+    for name in args.models.split(","):
+        model = models[name] or str(gpt2_small_random(root))
+        print(f"throughput: {name} ...", file=sys.stderr)
+        t = throughput(model, data if name == "default" else dataset(root, n_gpt2), root, repeats)
+        t["model"] = "MiniLM-L6 (default)" if name == "default" else "GPT-2-small-sized, random"
+        r["throughput"].append(t)
+    print("storage, probe reads ...", file=sys.stderr)
+    wic_store = root / "wic.zarr"
+    from pipeline.executors.extract_job import run_extract
+    from pipeline.samples import SAMPLES_DIR
+
+    wic_src = SHARED_WIC if SHARED_WIC.is_dir() and not args.quick else SAMPLES_DIR / "wic"
+    run_extract(spec_for("default", wic_src, wic_store), executor="local", progress=False)
+    r["storage"] = storage(wic_store)
+    r["probe_reads"] = probe_reads(wic_store, root)
+    print("scale ...", file=sys.stderr)
+    r["scale"] = scale("default", root, max(100, n // 3))
+    print("estimate ...", file=sys.stderr)
+    r["estimate"] = estimate("default", data, root)
+    r["machine"]["load_after"] = os.getloadavg()[0]
+    r["machine"]["peak_rss_MB_driver"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(r, indent=1))
+    text = report(r)
+    print(text)
+    Path(args.out).with_suffix(".md").write_text(text)
+    if not args.workdir:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The benchmark script runs end to end and writes its JSON and table (no timing assertions:
+performance claims live in benchmarks/README.md, measured by `python -m benchmarks`)."""
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_benchmark_smallest_configuration_writes_every_section(tmp_path):
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "results.json"
+    assert main(["--quick", "--models", "default", "--examples", "24", "--out", str(out),
+                 "--workdir", str(tmp_path / "work")]) == 0
+    r = json.loads(out.read_text())
+    assert {"machine", "throughput", "storage", "probe_reads", "scale", "estimate"} <= set(r)
+    t = r["throughput"][0]
+    for key in ("bare_forward", "layerprobe_float32", "layerprobe_float16", "naive_np_save", "naive_hf_datasets"):
+        assert t[key]["tokens_per_s"] > 0
+    assert {(s["dtype"], s["codec"]) for s in r["storage"]} >= {("float32", "none"), ("float16", "blosc-lz4")}
+    assert out.with_suffix(".md").read_text().startswith("# layerprobe benchmark")
