@@ -137,6 +137,15 @@ def throughput(model: str, data: Path, root: Path, repeats: int) -> dict:
     t0 = time.perf_counter()
     run_extract(spec_for(model, data, root / "e2e.zarr"), executor="local", progress=False)
     res["layerprobe_end_to_end_s"] = time.perf_counter() - t0
+    _sample_load()
+    # The same through the Ray executor with one worker (Ray start + actor model load included).
+    t0 = time.perf_counter()
+    run_extract(spec_for(model, data, root / "e2e-ray1.zarr"), executor="ray", workers=1, progress=False)
+    res["layerprobe_ray1_end_to_end_s"] = time.perf_counter() - t0
+    import ray
+
+    ray.shutdown()
+    _sample_load()
 
     def naive_npy():
         out = root / "naive_npy"
@@ -172,9 +181,17 @@ def throughput(model: str, data: Path, root: Path, repeats: int) -> dict:
     for name, fn, path in (("naive_np_save", naive_npy, "naive_npy"),
                            ("naive_hf_datasets", naive_datasets, "naive_ds")):
         t = best(fn)
+        _sample_load()
         res[name] = {"seconds": t, "tokens_per_s": n_tokens / t, "ratio_to_bare": t_bare / t,
                      "bytes_per_token": du(root / path) / n_tokens}
     return res
+
+
+LOADS: list[float] = []
+
+
+def _sample_load() -> None:
+    LOADS.append(os.getloadavg()[0])
 
 
 # -- 4: storage ------------------------------------------------------------------------------------
@@ -243,7 +260,9 @@ from pipeline.executors.extract_job import run_extract
 from schemas.job import ExtractSpec
 run_extract(ExtractSpec(model=sys.argv[1], data=sys.argv[2], out=sys.argv[3], overwrite=True),
             executor="local", progress=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: Linux carries the parent's peak RSS through fork+exec into the child's
+# ru_maxrss, so a child of a big driver would report the driver's peak (the earlier 2435 MB twice).
+print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))
 """
 
 
@@ -288,8 +307,10 @@ def estimate(model: str, data: Path, root: Path) -> list[dict]:
 # -- report ----------------------------------------------------------------------------------------
 def report(r: dict) -> str:
     lines = [f"# layerprobe benchmark — {r['machine']['date']}",
-             f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, load average before "
-             f"{r['machine']['load_before']}, after {r['machine']['load_after']}; torch {r['machine']['torch']}", ""]
+             f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, 1-min load average before "
+             f"{r['machine']['load_before']:.2f}, during max {r['machine']['load_max']:.2f}, after "
+             f"{r['machine']['load_after']:.2f} (`uptime`: {r['machine']['uptime_after']}); torch "
+             f"{r['machine']['torch']}, {r['machine']['torch_threads']} intra-op threads", ""]
     for t in r["throughput"]:
         lines += [f"## Extraction: {t['model']} ({t['n_layers']} layers x d={t['d_model']}, {t['n_examples']} "
                   f"WiC sentences, {t['n_tokens']} tokens, {t['batches']} batches)", "",
@@ -302,8 +323,10 @@ def report(r: dict) -> str:
                          ("naive_hf_datasets", "naive: HF datasets Arrow")):
             v = t[k]
             lines.append(f"| {label} | {v['tokens_per_s']:.0f} | {v['ratio_to_bare']:.2f} | {v['bytes_per_token']:.0f} |")
-        lines += ["", f"End to end (`run_extract`, local, model load + tokenisation + plan): "
-                      f"{t['layerprobe_end_to_end_s']:.1f} s", ""]
+        lines += ["", f"End to end (`run_extract`, model load + tokenisation + plan included): local "
+                      f"{t['layerprobe_end_to_end_s']:.1f} s, Ray 1 worker {t['layerprobe_ray1_end_to_end_s']:.1f} s "
+                      f"(Ray start + actor model load); naive np.save loop {t['naive_np_save']['seconds']:.1f} s and "
+                      f"HF datasets {t['naive_hf_datasets']['seconds']:.1f} s exclude their model load", ""]
     lines += ["## Storage (real activations, middle layer)", "",
               "| dtype | codec | bytes/token/layer | compression ratio | write MB/s |", "|---|---|---|---|---|"]
     lines += [f"| {s['dtype']} | {s['codec']} | {s['bytes_per_token_per_layer']:.0f} | {s['compression_ratio']:.3f} | "
@@ -341,8 +364,12 @@ def main(argv=None) -> int:
     repeats = 1 if args.quick else 3
     root = Path(args.workdir or tempfile.mkdtemp(prefix="layerprobe-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor())
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        lscpu = Path("/proc/cpuinfo").read_text()
+    cpu = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
+                if l.lower().startswith("model name")), platform.processor())
     r = {"machine": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu,
                      "cores": os.cpu_count(), "load_before": os.getloadavg()[0], "torch": torch.__version__,
                      "torch_threads": torch.get_num_threads()},
@@ -364,19 +391,24 @@ def main(argv=None) -> int:
 
     wic_src = SHARED_WIC if SHARED_WIC.is_dir() and not args.quick else SAMPLES_DIR / "wic"
     run_extract(spec_for("default", wic_src, wic_store), executor="local", progress=False)
+    _sample_load()
     r["storage"] = storage(wic_store)
     r["probe_reads"] = probe_reads(wic_store, root)
+    _sample_load()
     print("scale ...", file=sys.stderr)
     r["scale"] = scale("default", root, max(100, n // 3))
     print("estimate ...", file=sys.stderr)
     r["estimate"] = estimate("default", data, root)
     r["machine"]["load_after"] = os.getloadavg()[0]
+    _sample_load()
+    r["machine"]["load_max"] = max(LOADS + [r["machine"]["load_before"]])
+    r["machine"]["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     r["machine"]["peak_rss_MB_driver"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(r, indent=1))
     text = report(r)
     print(text)
-    Path(args.out).with_suffix(".md").write_text(text)
+    Path(args.out).parent.joinpath("RESULTS.md").write_text(text)
     if not args.workdir:
         shutil.rmtree(root, ignore_errors=True)
     return 0
