@@ -22,7 +22,7 @@ from pipeline.readers.base import Example
 from pipeline.store.writer import ShardWriter, write_static_embeddings
 from schemas.job import ExtractSpec
 from schemas.manifest import ShardRecord
-from schemas.tables import TOKENS_SCHEMA
+from schemas.tables import EXAMPLE_FIXED_FIELDS, TOKENS_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -219,16 +219,9 @@ def build_examples_table(examples: list[Example], encoded: list[Encoded], shard:
         "truncated": [e.truncated for e in encoded],
         "target_found": [e.target_found for e in encoded],
     }
-    from schemas.tables import EXAMPLE_FIXED_FIELDS
-
-    fields = list(EXAMPLE_FIXED_FIELDS)
-    names = {f.name for f in fields}
+    types = {f.name: f.type for f in EXAMPLE_FIXED_FIELDS}
     for key in dict.fromkeys(k for ex in examples for k in ex.columns):
-        if key in names:
-            key_out = f"source_{key}"  # never let a source column shadow a fixed one
-        else:
-            key_out = key
-        cols[key_out] = [ex.columns.get(key) for ex in examples]
-    arrays = {name: pa.array(values, type=next((f.type for f in fields if f.name == name), None))
-              for name, values in cols.items()}
+        # Source columns keep their names, unless one would shadow a fixed column.
+        cols[f"source_{key}" if key in types else key] = [ex.columns.get(key) for ex in examples]
+    arrays = {name: pa.array(values, type=types.get(name)) for name, values in cols.items()}
     return pa.table(arrays)
