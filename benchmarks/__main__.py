@@ -73,7 +73,7 @@ def du(path: Path) -> int:
 
 
 # -- 1 + 2 + 3: throughput -------------------------------------------------------------------------
-def throughput(model: str, data: Path, root: Path, repeats: int) -> dict:
+def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end: bool = True) -> dict:
     """Bare forward, layerprobe (float32/float16) and the naive baselines over the same batches, the
     model loaded once. Each timing is the best of `repeats` (noise on a shared machine is one-sided)."""
     import torch
@@ -138,14 +138,14 @@ def throughput(model: str, data: Path, root: Path, repeats: int) -> dict:
     run_extract(spec_for(model, data, root / "e2e.zarr"), executor="local", progress=False)
     res["layerprobe_end_to_end_s"] = time.perf_counter() - t0
     _sample_load()
-    # The same through the Ray executor with one worker (Ray start + actor model load included).
-    t0 = time.perf_counter()
-    run_extract(spec_for(model, data, root / "e2e-ray1.zarr"), executor="ray", workers=1, progress=False)
-    res["layerprobe_ray1_end_to_end_s"] = time.perf_counter() - t0
-    import ray
+    if ray_end_to_end:  # the same through the Ray executor, 1 worker (Ray start + actor model load)
+        t0 = time.perf_counter()
+        run_extract(spec_for(model, data, root / "e2e-ray1.zarr"), executor="ray", workers=1, progress=False)
+        res["layerprobe_ray1_end_to_end_s"] = time.perf_counter() - t0
+        import ray
 
-    ray.shutdown()
-    _sample_load()
+        ray.shutdown()
+        _sample_load()
 
     def naive_npy():
         out = root / "naive_npy"
@@ -208,10 +208,13 @@ def storage(store: Path) -> list[dict]:
     rows = []
     for dtype in ("float32", "float16"):
         a = x.astype(dtype)
-        for codec in ("none", "zstd", "blosc-lz4"):
+        for codec in ("none", "zstd", "blosc-lz4", "blosc-lz4-byteshuffle"):
+            # blosc-lz4 is bit shuffle; byte shuffle was the default before 2026-11-24.
+            comp = (zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+                    if codec == "blosc-lz4-byteshuffle" else compressors_for(codec))
             with tempfile.TemporaryDirectory() as d:
                 arr = zarr.create_array(d, shape=a.shape, chunks=(512, a.shape[1]), dtype=dtype,
-                                        compressors=compressors_for(codec), fill_value=0)
+                                        compressors=comp, fill_value=0)
                 t0 = time.perf_counter()
                 arr[:] = a
                 t = time.perf_counter() - t0
@@ -223,7 +226,8 @@ def storage(store: Path) -> list[dict]:
 
 # -- 5: probe reads --------------------------------------------------------------------------------
 def probe_reads(store: Path, root: Path) -> dict:
-    """The WiC probe (all layers + static) against reading just its rows with plain zarr."""
+    """The WiC probe (all layers + static) against plain zarr + pyarrow reading the same rows: the
+    target rows of every layer and the static-table rows of their token ids."""
     import pyarrow.parquet as pq
     import zarr
 
@@ -244,6 +248,8 @@ def probe_reads(store: Path, root: Path) -> dict:
     hs = g["hidden_states"]
     for li in range(hs.shape[0]):
         hs.get_orthogonal_selection((li, rows, slice(None)))
+    ids = np.unique(tokens.filter(tokens.column("is_target")).column("token_id").to_numpy())
+    g["static_embeddings"].get_orthogonal_selection((ids, slice(None)))  # the probe's static row
     t_plain = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -255,19 +261,23 @@ def probe_reads(store: Path, root: Path) -> dict:
 
 # -- 6: scale --------------------------------------------------------------------------------------
 RSS_CHILD = """
-import resource, sys
+import sys
 from pipeline.executors.extract_job import run_extract
 from schemas.job import ExtractSpec
-run_extract(ExtractSpec(model=sys.argv[1], data=sys.argv[2], out=sys.argv[3], overwrite=True),
-            executor="local", progress=False)
+run_extract(ExtractSpec(model=sys.argv[1], data=sys.argv[2], out=sys.argv[3], overwrite=True,
+                        shard_tokens=int(sys.argv[4])), executor="local", progress=False)
 # VmHWM, not ru_maxrss: Linux carries the parent's peak RSS through fork+exec into the child's
 # ru_maxrss, so a child of a big driver would report the driver's peak (the earlier 2435 MB twice).
 print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))
 """
 
+# Small shards for the scale runs, so that 1x already spans more than one shard: memory is meant
+# to be bounded by one shard's work, whatever the data size, and 2 workers need 2+ shards to share.
+SCALE_SHARD_TOKENS = 8192
+
 
 def peak_rss_mb(model: str, data: Path, out: Path) -> float:
-    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, model, str(data), str(out)],
+    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, model, str(data), str(out), str(SCALE_SHARD_TOKENS)],
                           capture_output=True, text=True, check=True)
     return int(proc.stdout.strip().splitlines()[-1]) / 1024
 
@@ -276,12 +286,14 @@ def scale(model: str, root: Path, n_examples: int) -> dict:
     from pipeline.executors.extract_job import run_extract
 
     one, ten = dataset(root, n_examples, 1), dataset(root, n_examples, 10)
-    res = {"examples_1x": n_examples, "peak_rss_MB_1x": peak_rss_mb(model, one, root / "rss1.zarr"),
+    res = {"examples_1x": n_examples, "shard_tokens": SCALE_SHARD_TOKENS,
+           "peak_rss_MB_1x": peak_rss_mb(model, one, root / "rss1.zarr"),
            "peak_rss_MB_10x": peak_rss_mb(model, ten, root / "rss10.zarr")}
+    three = dataset(root, n_examples, 3)
     for workers in (1, 2):
         t0 = time.perf_counter()
-        run_extract(spec_for(model, ten, root / f"ray{workers}.zarr"), executor="ray", workers=workers,
-                    progress=False)
+        run_extract(spec_for(model, three, root / f"ray{workers}.zarr", shard_tokens=SCALE_SHARD_TOKENS),
+                    executor="ray", workers=workers, progress=False)
         res[f"ray_{workers}_workers_s"] = time.perf_counter() - t0
     import ray
 
@@ -324,8 +336,10 @@ def report(r: dict) -> str:
             v = t[k]
             lines.append(f"| {label} | {v['tokens_per_s']:.0f} | {v['ratio_to_bare']:.2f} | {v['bytes_per_token']:.0f} |")
         lines += ["", f"End to end (`run_extract`, model load + tokenisation + plan included): local "
-                      f"{t['layerprobe_end_to_end_s']:.1f} s, Ray 1 worker {t['layerprobe_ray1_end_to_end_s']:.1f} s "
-                      f"(Ray start + actor model load); naive np.save loop {t['naive_np_save']['seconds']:.1f} s and "
+                      f"{t['layerprobe_end_to_end_s']:.1f} s"
+                      + (f", Ray 1 worker {t['layerprobe_ray1_end_to_end_s']:.1f} s (Ray start + actor model load)"
+                         if "layerprobe_ray1_end_to_end_s" in t else "")
+                      + f"; naive np.save loop {t['naive_np_save']['seconds']:.1f} s and "
                       f"HF datasets {t['naive_hf_datasets']['seconds']:.1f} s exclude their model load", ""]
     lines += ["## Storage (real activations, middle layer)", "",
               "| dtype | codec | bytes/token/layer | compression ratio | write MB/s |", "|---|---|---|---|---|"]
@@ -334,13 +348,14 @@ def report(r: dict) -> str:
     p = r["probe_reads"]
     lines += ["", "## Probe reads", "",
               f"WiC probe over all layers + static: {p['wic_probe_s']:.2f} s; plain zarr reading the same "
-              f"{p['n_target_rows']} target rows of every layer: {p['plain_zarr_target_rows_s']:.2f} s "
+              f"{p['n_target_rows']} target rows of every layer and their static rows: {p['plain_zarr_target_rows_s']:.2f} s "
               f"(ratio {p['ratio']:.2f}, target <= 1.5); whole-layer read {p['whole_layer_MB_per_s']:.0f} MB/s", ""]
     s = r["scale"]
     lines += ["## Scale", "",
-              f"peak RSS: {s['peak_rss_MB_1x']:.0f} MB at {s['examples_1x']} examples, "
-              f"{s['peak_rss_MB_10x']:.0f} MB at 10x; Ray 1 worker {s['ray_1_workers_s']:.1f} s, "
-              f"2 workers {s['ray_2_workers_s']:.1f} s (10x data, end to end incl. Ray start and model loads)", ""]
+              f"peak RSS (local executor, {s['shard_tokens']}-token shards): {s['peak_rss_MB_1x']:.0f} MB at "
+              f"{s['examples_1x']} examples, {s['peak_rss_MB_10x']:.0f} MB at 10x; Ray 1 worker "
+              f"{s['ray_1_workers_s']:.1f} s, 2 workers {s['ray_2_workers_s']:.1f} s (3x data, end to end incl. "
+              "Ray start and model loads)", ""]
     lines += ["## Dry-run size estimate", "", "| dtype | estimated | on disk | error |", "|---|---|---|---|"]
     lines += [f"| {e['dtype']} | {e['estimated_bytes'] / 1e6:.2f} MB | {e['real_bytes'] / 1e6:.2f} MB | "
               f"{e['error'] * 100:+.1f}% |" for e in r["estimate"]]
@@ -381,7 +396,9 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         model = models[name] or str(gpt2_small_random(root))
         print(f"throughput: {name} ...", file=sys.stderr)
-        t = throughput(model, data if name == "default" else dataset(root, n_gpt2), root, repeats)
+        # GPT-2-sized runs cost ~10x MiniLM's per token: best of 2, and no Ray run (MiniLM shows it).
+        t = (throughput(model, data, root, repeats) if name == "default" else
+             throughput(model, dataset(root, n_gpt2), root, min(repeats, 2), ray_end_to_end=False))
         t["model"] = "MiniLM-L6 (default)" if name == "default" else "GPT-2-small-sized, random"
         r["throughput"].append(t)
     print("storage, probe reads ...", file=sys.stderr)
@@ -396,7 +413,7 @@ def main(argv=None) -> int:
     r["probe_reads"] = probe_reads(wic_store, root)
     _sample_load()
     print("scale ...", file=sys.stderr)
-    r["scale"] = scale("default", root, max(100, n // 3))
+    r["scale"] = scale("default", root, n)
     print("estimate ...", file=sys.stderr)
     r["estimate"] = estimate("default", data, root)
     r["machine"]["load_after"] = os.getloadavg()[0]

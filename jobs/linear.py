@@ -183,8 +183,7 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
     todo = (["static"] if static and hasattr(s, "static_embeddings") else []) + (
         list(s.layers) if layers is None else list(layers))
     rows = []
-    for layer in todo:
-        W = pooling.layer(s, layer)
+    for layer, W in pooling.layers(s, todo):
         feats = W if word_level else np.asarray(ex_pool @ W, dtype=np.float32)
         X_fit = feats[fit_items.groups]
         Xs = [feats[it.groups] for _, it in eval_items]

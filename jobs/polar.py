@@ -434,8 +434,8 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
     fit_groups = np.concatenate([info[int(e)][0] for e in fit_ids])
 
     rows = []
-    for layer in (list(s.layers) if layers is None else list(layers)):
-        W = pooling.layer(s, layer).astype(np.float64)
+    for layer, W in pooling.layers(s, list(s.layers) if layers is None else list(layers)):
+        W = W.astype(np.float64)
         mu = W[fit_groups].mean(0)
         sd = W[fit_groups].std(0)
         W = (W - mu) / np.where(sd > 1e-12, sd, 1.0)

@@ -28,8 +28,9 @@ BATCH_PAIRS = 30
 
 
 def _safe_std(x: np.ndarray, axis=0) -> tuple[np.ndarray, np.ndarray]:
-    mu = x.mean(axis=axis, keepdims=True)
-    sd = x.std(axis=axis, keepdims=True)
+    """Per-dimension mean and std, accumulated in float64 whatever x's dtype (no float64 copy of x)."""
+    mu = x.mean(axis=axis, keepdims=True, dtype=np.float64)
+    sd = np.sqrt(np.mean(np.square(x - mu), axis=axis, keepdims=True))
     sd = np.where(sd > 1e-12, sd, 1.0)
     return mu, sd
 
@@ -57,8 +58,8 @@ def zscore_batches(a: np.ndarray, b: np.ndarray, batch_pairs: int = BATCH_PAIRS)
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    na = np.linalg.norm(a, axis=1)
-    nb = np.linalg.norm(b, axis=1)
+    na = np.sqrt(np.einsum("ij,ij->i", a, a))  # einsum: no squared temporaries (norm() made 2)
+    nb = np.sqrt(np.einsum("ij,ij->i", b, b))
     den = np.where((na > 0) & (nb > 0), na * nb, 1.0)
     return np.einsum("ij,ij->i", a, b) / den
 
@@ -212,22 +213,23 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
     layer_list = list(s.layers) if layers is None else list(layers)
     todo = (["static"] if static and hasattr(s, "static_embeddings") else []) + layer_list
     rows = []
-    for layer in todo:
-        vecs = pooling.layer(s, layer)
-        fa, fb = vecs[pairs.a_group[fit_idx]], vecs[pairs.b_group[fit_idx]]
-        if standardize == "global":
-            fa, fb = zscore_global(np.concatenate([fa, fb]), fa, fb)
-        elif standardize == "batch":
-            fa, fb = zscore_batches(fa, fb)
-        thr, fit_acc = best_threshold(cosine(fa, fb), y_fit, threshold_grid)
-        for sel, idx, y in eval_sets:
-            ea, eb = vecs[pairs.a_group[idx]], vecs[pairs.b_group[idx]]
+    for layer, vecs in pooling.layers(s, todo):
+        # Global z-scoring: one mean/std per layer, from the fit split's vectors, for every split.
+        stats = (_safe_std(np.concatenate([vecs[pairs.a_group[fit_idx]], vecs[pairs.b_group[fit_idx]]]))
+                 if standardize == "global" else None)
+
+        def similarities(idx):
+            a, b = vecs[pairs.a_group[idx]], vecs[pairs.b_group[idx]]
             if standardize == "global":
-                ra, rb = vecs[pairs.a_group[fit_idx]], vecs[pairs.b_group[fit_idx]]
-                ea, eb = zscore_global(np.concatenate([ra, rb]), ea, eb)
+                mu, sd = stats
+                a, b = (a - mu) / sd, (b - mu) / sd
             elif standardize == "batch":
-                ea, eb = zscore_batches(ea, eb)
-            rows.append({"layer": layer, "split": sel, "accuracy": accuracy_at(cosine(ea, eb), y, thr),
+                a, b = zscore_batches(a, b)
+            return cosine(a, b)
+
+        thr, fit_acc = best_threshold(similarities(fit_idx), y_fit, threshold_grid)
+        for sel, idx, y in eval_sets:
+            rows.append({"layer": layer, "split": sel, "accuracy": accuracy_at(similarities(idx), y, thr),
                          "threshold": thr, "fit_accuracy": fit_acc, "n_pairs": int(len(idx))})
     model, variant = model_info(s)
     settings = {"store": store_location(store, s), "fit": fit, "eval": evals, "standardize": standardize,

@@ -3,6 +3,8 @@ layer so every probe reads a layer once: `X_groups = pool @ s.layer(L, rows)`.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,8 +16,9 @@ from jobs.storeio import read_layer, static_rows
 def mean_pool_matrix(group_of_row: np.ndarray, n_groups: int) -> sp.csr_matrix:
     """[n_groups, n_rows] matrix whose product with row vectors gives each group's mean."""
     group_of_row = np.asarray(group_of_row, dtype=np.int64)
-    counts = np.bincount(group_of_row, minlength=n_groups).astype(np.float64)
-    weights = 1.0 / counts[group_of_row]
+    counts = np.bincount(group_of_row, minlength=n_groups).astype(np.float32)
+    # float32 weights: a float64 matrix would upcast every layer's product (14x slower on WiC).
+    weights = np.float32(1.0) / counts[group_of_row]
     n = len(group_of_row)
     return sp.csr_matrix((weights, (group_of_row, np.arange(n))), shape=(n_groups, n))
 
@@ -44,6 +47,19 @@ class Pooling:
         if layer == "static":
             return self.apply(static_rows(s, self.token_ids))
         return self.apply(read_layer(s, layer, self.rows))
+
+    def layers(self, s, layers: list, ahead: int = 1) -> Iterator[tuple[object, np.ndarray]]:
+        """(layer, group means) for each layer in turn, reading the next `ahead` layers in a background
+        thread while the caller fits this one. Over HTTP/S3 the reads wait on the network, and the fit
+        hides behind them; on local disk the read is decode-bound on both cores and it gains little."""
+        layers = list(layers)
+        with ThreadPoolExecutor(ahead, thread_name_prefix="layer-read") as pool:
+            pending = [pool.submit(self.layer, s, layer) for layer in layers[:ahead]]
+            for i, layer in enumerate(layers):
+                vecs = pending.pop(0).result()
+                if i + ahead < len(layers):
+                    pending.append(pool.submit(self.layer, s, layers[i + ahead]))
+                yield layer, vecs
 
     def lookup(self, example_ids, keys=None) -> np.ndarray:
         """Group index of each (example_id, key); -1 where there is no such group."""

@@ -28,9 +28,10 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
                    help="dtype of the forward pass (auto = float32)")
     p.add_argument("--variant", default="base", choices=["base", "repeat", "prompt"])
     p.add_argument("--keep", default="all", choices=["all", "targets"])
-    p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--batch-tokens", type=int, default=None, help="tokens per forward pass (default 4096)")
     p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--shard-tokens", type=int, default=16384)
+    p.add_argument("--shard-tokens", type=int, default=None,
+                   help="input tokens per shard, the unit of work, commit and resume (default 65536)")
     p.add_argument("--chunk-rows", type=int, default=None)
     p.add_argument("--codec", default="blosc-lz4", choices=["blosc-lz4", "zstd", "none"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -65,10 +66,11 @@ def _extract(args) -> int:
             model=args.model, data=data, out=args.out or "runs/default.zarr", format=args.format,
             text_column=args.text_column, words_column=args.words_column, layers=args.layers,
             dtype=args.dtype, model_dtype=args.model_dtype, variant=args.variant, keep=args.keep,
-            batch_tokens=args.batch_tokens, max_length=args.max_length, shard_tokens=args.shard_tokens,
-            chunk_rows=args.chunk_rows, codec=args.codec, device=args.device, padding_side=args.padding_side,
+            max_length=args.max_length, chunk_rows=args.chunk_rows, codec=args.codec, device=args.device, padding_side=args.padding_side,
             trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
             overwrite=args.overwrite, limit=args.limit,
+            # Unset sizes take the schema's defaults (one place, with the reasons).
+            **{k: getattr(args, k) for k in ("batch_tokens", "shard_tokens") if getattr(args, k) is not None},
         )
     except ValidationError as exc:
         raise LayerprobeError(format_validation_error(exc)) from None

@@ -29,3 +29,17 @@ def test_size_estimate_counts_every_layer_and_the_static_table():
     est = estimate_bytes(plan, n_layers=3, d_model=8, itemsize=4, vocab_size=10)
     assert est["per_layer"] == 100 * 8 * 4  # real rows; chunk padding compresses to nothing
     assert est["total"] == 3 * 100 * 8 * 4 + 10 * 8 * 4 + est["tables"]
+
+
+def test_shards_are_equal_cuts_without_a_small_remainder():
+    # 17 x 10 tokens at shard_tokens=100: two shards of ~85, not 100 + a 70-token tail (a small
+    # remainder shard pads badly, since batches are length-sorted within a shard).
+    plan = plan_shards([10] * 17, [10] * 17, shard_tokens=100, chunk_rows=8)
+    work = [10 * (s.example_end - s.example_start) for s in plan.shards]
+    assert len(work) == 2 and max(work) - min(work) <= 10 and sum(work) == 170
+
+
+def test_an_example_longer_than_a_shard_makes_no_empty_shards():
+    plan = plan_shards([5, 400, 5], [5, 400, 5], shard_tokens=100, chunk_rows=8)
+    assert [(s.example_start, s.example_end) for s in plan.shards] == [(0, 2), (2, 3)]
+    assert plan_shards([], [], shard_tokens=100, chunk_rows=8).shards == []
