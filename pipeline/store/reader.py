@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import numpy as np
@@ -12,6 +14,7 @@ import zarr
 
 from pipeline.errors import StoreError
 from pipeline.store import layout
+from pipeline.store.chunk_files import ChunkFiles
 from pipeline.store.fs import join, read_json, url_to_fs
 from schemas.manifest import FORMAT_NAME, FORMAT_VERSION, CommitRecord, ShardPlan
 
@@ -139,9 +142,24 @@ class Store:
         uniq, inverse = np.unique(array_rows, return_inverse=True)
         if uniq.size == 0:
             return np.zeros((0, self._hidden.shape[2]), self._hidden.dtype)
-        # One orthogonal selection: zarr fetches and decodes just the touched chunks, concurrently.
-        data = self._hidden.get_orthogonal_selection((li, uniq, slice(None)))
+        # Fetch and decode each touched chunk whole, concurrently, and keep its wanted rows: what
+        # zarr's orthogonal selection does, in ~2/3 of its time (WiC target rows of a MiniLM store:
+        # 0.65 s vs 0.96 s). Two threads per core, so one reads a file while another decodes.
+        n = self._hidden.chunks[1]
+        chunk_of = uniq // n
+        groups = np.split(uniq, np.flatnonzero(np.diff(chunk_of)) + 1)
+
+        def rows_of(group: np.ndarray) -> np.ndarray:
+            c = int(group[0]) // n
+            return self._chunk_files.get((li, c, 0))[0, group - c * n]
+
+        with ThreadPoolExecutor(min(len(groups), 2 * (os.cpu_count() or 1), 16)) as pool:
+            data = np.concatenate(list(pool.map(rows_of, groups)))
         return data[inverse]
+
+    @cached_property
+    def _chunk_files(self) -> ChunkFiles:
+        return ChunkFiles(self.path, self._hidden, self.storage_options)
 
     def static_embeddings(self, token_ids=None) -> np.ndarray:
         arr = self._root[layout.STATIC]

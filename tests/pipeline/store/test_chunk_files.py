@@ -1,4 +1,4 @@
-"""The writer's direct whole-chunk path produces the very bytes zarr itself would write."""
+"""Direct whole-chunk writes produce the very bytes zarr itself would write, and direct reads decode them alike."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
+from pipeline.errors import StoreError
 from pipeline.store.chunk_files import ChunkFiles
 from pipeline.store.writer import compressors_for
 
@@ -43,3 +44,24 @@ def test_an_unknown_codec_chain_falls_back_to_zarr(tmp_path):
     values = np.arange(12, dtype="float32").reshape(4, 3)
     chunks.put((0, 0, 0), values)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a"))[0], values)
+
+
+@pytest.mark.parametrize("codec", ["blosc-lz4", "zstd", "none"])
+def test_direct_chunk_reads_equal_zarrs_decoding(tmp_path, codec):
+    values = np.random.default_rng(1).standard_normal((2, 8, 5)).astype("float32")
+    arr = zarr.create_array(str(tmp_path / "a"), shape=(2, 8, 5), chunks=(1, 4, 5), dtype="float32",
+                            compressors=compressors_for(codec), fill_value=0)
+    arr[:] = values
+    chunks = ChunkFiles(str(tmp_path / "a"), arr)
+    for layer in range(2):
+        for r in range(2):
+            np.testing.assert_array_equal(chunks.get((layer, r, 0))[0], values[layer, 4 * r : 4 * r + 4])
+
+
+def test_a_missing_chunk_is_an_error_not_zeros(tmp_path):
+    arr = zarr.create_array(str(tmp_path / "a"), shape=(1, 8, 3), chunks=(1, 4, 3), dtype="float32",
+                            compressors=compressors_for("blosc-lz4"), fill_value=0)
+    arr[:] = 1.0
+    (tmp_path / "a" / "c" / "0" / "1" / "0").unlink()
+    with pytest.raises(StoreError, match="missing"):
+        ChunkFiles(str(tmp_path / "a"), arr).get((0, 1, 0))
