@@ -35,10 +35,16 @@ def _safe_std(x: np.ndarray, axis=0) -> tuple[np.ndarray, np.ndarray]:
     return mu, sd
 
 
+def global_zscorer(fit_vectors: np.ndarray):
+    """x -> (x - mean) / std, with the per-dimension statistics of fit_vectors (computed once)."""
+    mu, sd = _safe_std(np.asarray(fit_vectors))
+    return lambda x: (np.asarray(x, dtype=np.float64) - mu) / sd
+
+
 def zscore_global(fit_vectors: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
     """Standardise each array with the per-dimension mean/std of fit_vectors."""
-    mu, sd = _safe_std(np.asarray(fit_vectors, dtype=np.float64))
-    return [((np.asarray(a, dtype=np.float64) - mu) / sd) for a in arrays]
+    scale = global_zscorer(fit_vectors)
+    return [scale(a) for a in arrays]
 
 
 def zscore_batches(a: np.ndarray, b: np.ndarray, batch_pairs: int = BATCH_PAIRS) -> tuple[np.ndarray, np.ndarray]:
@@ -215,14 +221,13 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
     rows = []
     for layer, vecs in pooling.layers(s, todo):
         # Global z-scoring: one mean/std per layer, from the fit split's vectors, for every split.
-        stats = (_safe_std(np.concatenate([vecs[pairs.a_group[fit_idx]], vecs[pairs.b_group[fit_idx]]]))
+        scale = (global_zscorer(np.concatenate([vecs[pairs.a_group[fit_idx]], vecs[pairs.b_group[fit_idx]]]))
                  if standardize == "global" else None)
 
         def similarities(idx):
             a, b = vecs[pairs.a_group[idx]], vecs[pairs.b_group[idx]]
             if standardize == "global":
-                mu, sd = stats
-                a, b = (a - mu) / sd, (b - mu) / sd
+                a, b = scale(a), scale(b)
             elif standardize == "batch":
                 a, b = zscore_batches(a, b)
             return cosine(a, b)

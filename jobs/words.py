@@ -48,17 +48,17 @@ class Pooling:
             return self.apply(static_rows(s, self.token_ids))
         return self.apply(read_layer(s, layer, self.rows))
 
-    def layers(self, s, layers: list, ahead: int = 1) -> Iterator[tuple[object, np.ndarray]]:
-        """(layer, group means) for each layer in turn, reading the next `ahead` layers in a background
-        thread while the caller fits this one. Over HTTP/S3 the reads wait on the network, and the fit
-        hides behind them; on local disk the read is decode-bound on both cores and it gains little."""
+    def layers(self, s, layers: list) -> Iterator[tuple[object, np.ndarray]]:
+        """(layer, group means) for each layer in turn, reading the next layer in a background thread
+        while the caller fits this one. Over HTTP/S3 the reads wait on the network, and the fit hides
+        behind them; on local disk the read is decode-bound on both cores and it gains little."""
         layers = list(layers)
-        with ThreadPoolExecutor(ahead, thread_name_prefix="layer-read") as pool:
-            pending = [pool.submit(self.layer, s, layer) for layer in layers[:ahead]]
+        with ThreadPoolExecutor(1, thread_name_prefix="layer-read") as pool:
+            ahead = pool.submit(self.layer, s, layers[0]) if layers else None
             for i, layer in enumerate(layers):
-                vecs = pending.pop(0).result()
-                if i + ahead < len(layers):
-                    pending.append(pool.submit(self.layer, s, layers[i + ahead]))
+                vecs = ahead.result()
+                if i + 1 < len(layers):
+                    ahead = pool.submit(self.layer, s, layers[i + 1])
                 yield layer, vecs
 
     def lookup(self, example_ids, keys=None) -> np.ndarray:

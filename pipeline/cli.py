@@ -66,7 +66,8 @@ def _extract(args) -> int:
             model=args.model, data=data, out=args.out or "runs/default.zarr", format=args.format,
             text_column=args.text_column, words_column=args.words_column, layers=args.layers,
             dtype=args.dtype, model_dtype=args.model_dtype, variant=args.variant, keep=args.keep,
-            max_length=args.max_length, chunk_rows=args.chunk_rows, codec=args.codec, device=args.device, padding_side=args.padding_side,
+            max_length=args.max_length, chunk_rows=args.chunk_rows, codec=args.codec, device=args.device,
+            padding_side=args.padding_side,
             trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
             overwrite=args.overwrite, limit=args.limit,
             # Unset sizes take the schema's defaults (one place, with the reasons).

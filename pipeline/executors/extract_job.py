@@ -270,7 +270,7 @@ def run_extract(spec: ExtractSpec, *, executor: str = "ray", workers: int | None
     if done:
         log.info("resuming %s: %d of %d shards already committed, skipping them",
                  spec.out, len(done), len(p.plan.shards))
-    work = [(s, p.source.examples[s.example_start : s.example_end],
+    work = [(s, p.source.examples.part(s.example_start, s.example_end),
              int(p.input_lengths[s.example_start : s.example_end].sum())) for s in todo]
     if executor == "local":
         from pipeline.executors.local import run_local

@@ -11,6 +11,7 @@ import ctypes
 import inspect
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,9 +90,10 @@ class ShardExtractor:
         return {"shard_id": "static", "rows": int(weight.shape[0])}
 
     # -- one shard -------------------------------------------------------------------------------
-    def run_shard(self, shard: ShardRecord, examples: list[Example]) -> dict:
+    def run_shard(self, shard: ShardRecord, examples: Sequence[Example]) -> dict:
         self.setup()
         t0 = time.perf_counter()
+        examples = list(examples)  # decode a compact part once; the tables below walk it several times
         spec, target = self.spec, self.target
         encoded = encode_examples(self.tokenizer, examples, spec.variant, target.max_length,
                                   first_example_id=shard.example_start)
