@@ -80,7 +80,7 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
 
     from pipeline.executors.extract_job import open_or_create, prepare, run_extract
     from pipeline.extract.batching import token_budget_batches
-    from pipeline.extract.forward import ShardExtractor
+    from pipeline.extract.forward import ShardExtractor, thread_invariant_attention
     from pipeline.extract.tokenize import encode_examples
 
     spec32 = spec_for(model, data, root / "lp32.zarr")
@@ -97,6 +97,11 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
         return tok.pad({"input_ids": [enc[i].input_ids for i in batch]}, return_tensors="pt")
 
     inputs = [padded(b) for b in batches]
+    texts = [e.model_input.text for e in enc]
+
+    def tokenized():  # what a script does per batch: tokenise its texts (layerprobe's time includes this too)
+        for b in batches:
+            yield tok([texts[i] for i in b], padding=True, return_tensors="pt")
 
     def bare():
         with torch.inference_mode():
@@ -116,6 +121,14 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
            "n_layers": len(prep.manifest.layers), "d_model": prep.manifest.model.d_model}
     t_bare = best(bare)
     res["bare_forward"] = {"seconds": t_bare, "tokens_per_s": n_tokens / t_bare}
+
+    def bare_invariant():  # the same, under the attention kernel layerprobe runs (math SDPA on CPU)
+        with torch.inference_mode(), thread_invariant_attention(worker.device):
+            for x in inputs:
+                net(**x, output_hidden_states=True)
+
+    t = best(bare_invariant)
+    res["bare_forward_invariant_attention"] = {"seconds": t, "tokens_per_s": n_tokens / t, "ratio_to_bare": t_bare / t}
 
     for dtype, codec in (("float32", "blosc-lz4"), ("float16", "blosc-lz4"), ("float32", "none")):
         name = dtype if codec == "blosc-lz4" else f"{dtype}_{codec}"
@@ -152,7 +165,7 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
         with torch.inference_mode():
-            for k, x in enumerate(inputs):
+            for k, x in enumerate(tokenized()):
                 hs = net(**x, output_hidden_states=True).hidden_states
                 np.save(out / f"batch{k}.npy", torch.stack(hs).numpy())  # padding included, as written
 
@@ -165,7 +178,7 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
         datasets.disable_progress_bars()
         parts = []
         with torch.inference_mode():
-            for b, x in zip(batches, inputs):
+            for b, x in zip(batches, tokenized()):
                 hs = torch.stack(net(**x, output_hidden_states=True).hidden_states)  # [L, B, T, d]
                 cols = {"example_id": [], "position": [], **{f"layer_{L}": [] for L in range(len(hs))}}
                 for j, i in enumerate(b):  # one row per real token, a column per layer
@@ -261,34 +274,57 @@ def probe_reads(store: Path, root: Path) -> dict:
 
 # -- 6: scale --------------------------------------------------------------------------------------
 RSS_CHILD = """
-import sys
+import json, sys
 from pipeline.executors.extract_job import run_extract
+from pipeline.extract.forward import ShardExtractor
 from schemas.job import ExtractSpec
-run_extract(ExtractSpec(model=sys.argv[1], data=sys.argv[2], out=sys.argv[3], overwrite=True,
-                        shard_tokens=int(sys.argv[4])), executor="local", progress=False)
+
 # VmHWM, not ru_maxrss: Linux carries the parent's peak RSS through fork+exec into the child's
 # ru_maxrss, so a child of a big driver would report the driver's peak (the earlier 2435 MB twice).
-print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))
+# Writing 5 to clear_refs restarts VmHWM, so each shard's own peak is seen too.
+def hwm_mb():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+
+peaks = {"before_shards": None, "shards": []}
+run = ShardExtractor.run_shard
+def run_shard(self, shard, examples):
+    if peaks["before_shards"] is None:
+        peaks["before_shards"] = hwm_mb()
+    open("/proc/self/clear_refs", "w").write("5")
+    out = run(self, shard, examples)
+    peaks["shards"].append(hwm_mb())
+    return out
+ShardExtractor.run_shard = run_shard
+run_extract(ExtractSpec(model=sys.argv[1], data=sys.argv[2], out=sys.argv[3], overwrite=True,
+                        shard_tokens=int(sys.argv[4])), executor="local", progress=False)
+peaks["after_shards"] = hwm_mb()
+print(json.dumps(peaks))
 """
 
-# Small shards for the scale runs, so that 1x already spans more than one shard: memory is meant
-# to be bounded by one shard's work, whatever the data size, and 2 workers need 2+ shards to share.
+# Small shards for the scale runs, so that 1x already spans several shards: memory is meant to be
+# bounded by one shard's work, whatever the data size, and 2 workers need 2+ shards to share.
 SCALE_SHARD_TOKENS = 8192
 
 
-def peak_rss_mb(model: str, data: Path, out: Path) -> float:
+def peak_rss_mb(model: str, data: Path, out: Path) -> dict:
+    """The whole run's peak RSS (local executor) and each shard's own peak, in MB."""
     proc = subprocess.run([sys.executable, "-c", RSS_CHILD, model, str(data), str(out), str(SCALE_SHARD_TOKENS)],
                           capture_output=True, text=True, check=True)
-    return int(proc.stdout.strip().splitlines()[-1]) / 1024
+    peaks = json.loads(proc.stdout.strip().splitlines()[-1])
+    shards = peaks["shards"]
+    return {"peak": max(peaks["before_shards"], *shards, peaks["after_shards"]),
+            "before_shards": peaks["before_shards"], "shards": shards}
 
 
 def scale(model: str, root: Path, n_examples: int) -> dict:
     from pipeline.executors.extract_job import run_extract
 
     one, ten = dataset(root, n_examples, 1), dataset(root, n_examples, 10)
-    res = {"examples_1x": n_examples, "shard_tokens": SCALE_SHARD_TOKENS,
-           "peak_rss_MB_1x": peak_rss_mb(model, one, root / "rss1.zarr"),
-           "peak_rss_MB_10x": peak_rss_mb(model, ten, root / "rss10.zarr")}
+    res = {"examples_1x": n_examples, "shard_tokens": SCALE_SHARD_TOKENS}
+    for label, data in (("1x", one), ("10x", ten)):
+        rss = peak_rss_mb(model, data, root / f"rss{label}.zarr")
+        res[f"peak_rss_MB_{label}"] = rss["peak"]
+        res[f"rss_MB_{label}"] = rss
     three = dataset(root, n_examples, 3)
     for workers in (1, 2):
         t0 = time.perf_counter()
@@ -328,13 +364,16 @@ def report(r: dict) -> str:
                   f"WiC sentences, {t['n_tokens']} tokens, {t['batches']} batches)", "",
                   "| run | tokens/s | ratio to bare forward | bytes/token (all layers) |", "|---|---|---|---|"]
         lines.append(f"| bare forward (`output_hidden_states=True`, thrown away) | {t['bare_forward']['tokens_per_s']:.0f} | 1.00 | – |")
-        for k, label in (("layerprobe_float32", "layerprobe extract, float32, blosc-lz4"),
+        for k, label in (("bare_forward_invariant_attention", "bare forward under layerprobe's attention kernel "
+                          "(math SDPA on CPU: same values for any thread count)"),
+                         ("layerprobe_float32", "layerprobe extract, float32, blosc-lz4"),
                          ("layerprobe_float16", "layerprobe extract, float16, blosc-lz4"),
                          ("layerprobe_float32_none", "layerprobe extract, float32, no codec"),
                          ("naive_np_save", "naive: np.save per batch"),
                          ("naive_hf_datasets", "naive: HF datasets Arrow")):
             v = t[k]
-            lines.append(f"| {label} | {v['tokens_per_s']:.0f} | {v['ratio_to_bare']:.2f} | {v['bytes_per_token']:.0f} |")
+            size = f"{v['bytes_per_token']:.0f}" if "bytes_per_token" in v else "–"
+            lines.append(f"| {label} | {v['tokens_per_s']:.0f} | {v['ratio_to_bare']:.2f} | {size} |")
         lines += ["", f"End to end (`run_extract`, model load + tokenisation + plan included): local "
                       f"{t['layerprobe_end_to_end_s']:.1f} s"
                       + (f", Ray 1 worker {t['layerprobe_ray1_end_to_end_s']:.1f} s (Ray start + actor model load)"
@@ -356,6 +395,16 @@ def report(r: dict) -> str:
               f"{s['examples_1x']} examples, {s['peak_rss_MB_10x']:.0f} MB at 10x; Ray 1 worker "
               f"{s['ray_1_workers_s']:.1f} s, 2 workers {s['ray_2_workers_s']:.1f} s (3x data, end to end incl. "
               "Ray start and model loads)", ""]
+    if "rss_MB_10x" in s:  # each shard's own peak: flat in the data size means no trend across shards
+        lines += ["| data | shards | peak before the shards (read, plan, model load) | shard peaks min / median / max "
+                  "| max over first third of shards | max over last third |", "|---|---|---|---|---|---|"]
+        for label in ("1x", "10x"):
+            v = s[f"rss_MB_{label}"]
+            k = max(1, len(v["shards"]) // 3)
+            lines.append(f"| {label} | {len(v['shards'])} | {v['before_shards']:.0f} MB | {min(v['shards']):.0f} / "
+                         f"{np.median(v['shards']):.0f} / {max(v['shards']):.0f} MB | {max(v['shards'][:k]):.0f} MB | "
+                         f"{max(v['shards'][-k:]):.0f} MB |")
+        lines.append("")
     lines += ["## Dry-run size estimate", "", "| dtype | estimated | on disk | error |", "|---|---|---|---|"]
     lines += [f"| {e['dtype']} | {e['estimated_bytes'] / 1e6:.2f} MB | {e['real_bytes'] / 1e6:.2f} MB | "
               f"{e['error'] * 100:+.1f}% |" for e in r["estimate"]]

@@ -12,6 +12,7 @@ import inspect
 import logging
 import time
 from collections.abc import Sequence
+from itertools import chain
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,8 +102,7 @@ class ShardExtractor:
         writer = ShardWriter(target.path, shard, layers=target.layers, dtype=target.dtype,
                              chunk_rows=target.chunk_rows, config_fingerprint=target.config_fingerprint,
                              storage_options=target.storage_options)
-        token_cols: dict[str, list] = {f.name: [] for f in TOKENS_SCHEMA}
-        next_row = shard.row_start
+        written: list[int] = []  # examples in the order their rows were written
         try:
             for batch in token_budget_batches([len(e) for e in encoded], spec.batch_tokens):
                 batch = [i for i in batch if len(kept[i])]
@@ -110,10 +110,9 @@ class ShardExtractor:
                     continue
                 block, ready = self._forward(encoded, kept, batch)
                 writer.submit(block, ready)
-                for i in batch:  # token rows in exactly the order the block's rows were written
-                    next_row = _append_token_rows(token_cols, encoded[i], kept[i], self.tokenizer,
-                                                  shard.example_start + i, next_row)
-            tokens = pa.table(token_cols, schema=TOKENS_SCHEMA)
+                written.extend(batch)
+            tokens = build_tokens_table(encoded, kept, written, self.tokenizer,
+                                        first_example_id=shard.example_start, first_row=shard.row_start)
             examples_table = build_examples_table(examples, encoded, shard)
             writer.finish(tokens, examples_table)
         except BaseException:
@@ -162,7 +161,7 @@ class ShardExtractor:
             inputs["token_type_ids"] = torch.from_numpy(types)
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
         flat = torch.as_tensor(b_idx * longest + t_idx, device=self.device)  # row in [batch * longest]
-        with torch.inference_mode(), _thread_invariant_attention(self.device):
+        with torch.inference_mode(), thread_invariant_attention(self.device):
             out = self.model(**inputs, output_hidden_states=True, return_dict=True)
             # Gather only the stored tokens on the device (padding never leaves it), each layer
             # straight into its slot of the block: one copy, not gather + stack.
@@ -199,7 +198,7 @@ def _return_free_heap() -> None:
     trim(0)
 
 
-def _thread_invariant_attention(device: str):
+def thread_invariant_attention(device: str):
     """On CPU, torch's fused (flash) SDPA kernel picks its blocking from the intra-op thread count,
     so the same batch rounds differently under 1 and 2 threads, and the Ray executor gives each
     worker cpus // workers threads: the store would depend on the worker count. The math backend
@@ -213,21 +212,36 @@ def _thread_invariant_attention(device: str):
     return sdpa_kernel([SDPBackend.MATH])
 
 
-def _append_token_rows(cols: dict[str, list], e: Encoded, positions: np.ndarray, tokenizer,
-                       example_id: int, next_row: int) -> int:
-    n = len(positions)
-    pieces = tokenizer.convert_ids_to_tokens([e.input_ids[p] for p in positions])
-    cols["example_id"].extend([example_id] * n)
-    cols["position"].extend(positions.tolist())
-    cols["row"].extend(range(next_row, next_row + n))
-    cols["token_id"].extend(e.input_ids[p] for p in positions)
-    cols["token"].extend(pieces)
-    cols["char_start"].extend(e.offsets[p][0] for p in positions)
-    cols["char_end"].extend(e.offsets[p][1] for p in positions)
-    cols["word_id"].extend(e.word_id[positions].tolist())
-    cols["special"].extend(e.special[positions].tolist())
-    cols["is_target"].extend(e.is_target[positions].tolist())
-    return next_row + n
+def build_tokens_table(encoded: list[Encoded], kept: list[np.ndarray], order: list[int], tokenizer,
+                       first_example_id: int, first_row: int) -> pa.Table:
+    """One row per stored token, in the order the rows were written (`order`: example indices).
+
+    Built from concatenated arrays with one token-string lookup for the whole shard: per example
+    list appends cost ~1.5% of MiniLM's CPU forward."""
+    if not order:
+        return TOKENS_SCHEMA.empty_table()
+    n_in = np.array([len(encoded[i]) for i in order], dtype=np.int64)
+    n_kept = np.array([len(kept[i]) for i in order], dtype=np.int64)
+    base = np.cumsum(n_in) - n_in  # where each example starts in the concatenated inputs
+    positions = np.concatenate([kept[i] for i in order]).astype(np.int64)
+    pick = positions + np.repeat(base, n_kept)
+    token_ids = np.fromiter(chain.from_iterable(encoded[i].input_ids for i in order),
+                            dtype=np.int64, count=int(n_in.sum()))[pick]
+    offsets = np.fromiter(chain.from_iterable(chain.from_iterable(encoded[i].offsets for i in order)),
+                          dtype=np.int64, count=2 * int(n_in.sum())).reshape(-1, 2)[pick]
+    cols = {
+        "example_id": np.repeat(np.asarray(order, dtype=np.int64) + first_example_id, n_kept),
+        "position": positions,
+        "row": np.arange(first_row, first_row + len(pick), dtype=np.int64),
+        "token_id": token_ids,
+        "token": tokenizer.convert_ids_to_tokens(token_ids.tolist()),
+        "char_start": offsets[:, 0],
+        "char_end": offsets[:, 1],
+        "word_id": np.concatenate([encoded[i].word_id for i in order])[pick],
+        "special": np.concatenate([encoded[i].special for i in order])[pick],
+        "is_target": np.concatenate([encoded[i].is_target for i in order])[pick],
+    }
+    return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in TOKENS_SCHEMA}, schema=TOKENS_SCHEMA)
 
 
 def build_examples_table(examples: list[Example], encoded: list[Encoded], shard: ShardRecord) -> pa.Table:

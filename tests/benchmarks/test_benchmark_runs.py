@@ -16,9 +16,10 @@ def test_benchmark_smallest_configuration_writes_every_section(tmp_path):
     r = json.loads(out.read_text())
     assert {"machine", "throughput", "storage", "probe_reads", "scale", "estimate"} <= set(r)
     t = r["throughput"][0]
-    for key in ("bare_forward", "layerprobe_float32", "layerprobe_float16", "naive_np_save", "naive_hf_datasets"):
+    for key in ("bare_forward", "bare_forward_invariant_attention", "layerprobe_float32", "layerprobe_float16", "naive_np_save", "naive_hf_datasets"):
         assert t[key]["tokens_per_s"] > 0
     assert t["layerprobe_ray1_end_to_end_s"] > 0
     assert r["scale"]["peak_rss_MB_1x"] > 0
+    assert r["scale"]["rss_MB_10x"]["shards"] and r["scale"]["peak_rss_MB_10x"] >= max(r["scale"]["rss_MB_10x"]["shards"])
     assert {(s["dtype"], s["codec"]) for s in r["storage"]} >= {("float32", "none"), ("float16", "blosc-lz4")}
     assert out.parent.joinpath("RESULTS.md").read_text().startswith("# layerprobe benchmark")
