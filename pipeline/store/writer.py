@@ -197,6 +197,12 @@ class ShardWriter:
             raise StoreError(f"shard {self.shard.shard_id}: more rows than planned")
         i = 0
         while i < n:
+            if self._fill == 0 and n - i >= self.chunk_rows and block.dtype == self.dtype:
+                # A whole chunk inside the block is encoded from the block itself: no copy through
+                # the chunk buffer (most of a batch's rows take this path).
+                self._put_chunks(block[:, i : i + self.chunk_rows])
+                i += self.chunk_rows
+                continue
             take = min(n - i, self.chunk_rows - self._fill)
             self._buf[:, self._fill : self._fill + take] = block[:, i : i + take]
             self._fill += take
@@ -207,12 +213,17 @@ class ShardWriter:
 
     def _flush(self) -> None:
         self._buf[:, self._fill :] = 0  # the padding rows of a shard's last chunk
+        self._put_chunks(self._buf)
+        self._fill = 0
+
+    def _put_chunks(self, rows: np.ndarray) -> None:
+        """Write the next chunk of every layer: rows is [n_layers, chunk_rows, d]."""
         row_chunk = self._next_row // self.chunk_rows  # shards start on chunk boundaries
         for li in range(len(self.layers)):
-            self._chunks.put((li, row_chunk, 0), self._buf[li])
-            self._crcs[li].append(zlib.crc32(self._buf[li].data))
+            values = np.ascontiguousarray(rows[li])
+            self._chunks.put((li, row_chunk, 0), values)
+            self._crcs[li].append(zlib.crc32(values.data))
         self._next_row += self.chunk_rows
-        self._fill = 0
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

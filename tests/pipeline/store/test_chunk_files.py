@@ -65,3 +65,14 @@ def test_a_missing_chunk_is_an_error_not_zeros(tmp_path):
     (tmp_path / "a" / "c" / "0" / "1" / "0").unlink()
     with pytest.raises(StoreError, match="missing"):
         ChunkFiles(str(tmp_path / "a"), arr).get((0, 1, 0))
+
+
+def test_an_edge_chunk_reads_whole_with_its_real_rows_first(tmp_path):
+    # A vocabulary is rarely a multiple of the chunk rows: zarr stores the last chunk full-size.
+    values = np.random.default_rng(2).standard_normal((10, 3)).astype("float32")
+    arr = zarr.create_array(str(tmp_path / "a"), shape=(10, 3), chunks=(4, 3), dtype="float32",
+                            compressors=compressors_for("blosc-lz4"), fill_value=0)
+    arr[:] = values
+    edge = ChunkFiles(str(tmp_path / "a"), arr).get((2, 0))
+    assert edge.shape == (4, 3)
+    np.testing.assert_array_equal(edge[:2], values[8:])

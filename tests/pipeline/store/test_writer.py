@@ -73,6 +73,47 @@ def test_shards_are_invisible_until_committed_and_readable_after(tmp_path):
     np.testing.assert_array_equal(st.layer(1, [6, 0]), np.stack([data[1][1][1], data[0][1][0]]))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_blocks_holding_whole_chunks_store_the_same_rows_and_checksums(tmp_path, dtype):
+    # Blocks of 9 and 5 rows with 4-row chunks: whole chunks inside a block are encoded from the block
+    # itself (same dtype) or cast through the chunk buffer (float16); both must land row for row.
+    from pipeline.sharing.validate import validate_store
+
+    path, plan = _store(tmp_path, lengths=(14, 6, 3), dtype=dtype)
+    rng = np.random.default_rng(1)
+    data = {s.shard_id: rng.normal(size=(3, s.n_tokens, D)).astype("float32") for s in plan.shards}
+    for s in plan.shards:
+        w = ShardWriter(path, s, layers=LAYERS, dtype=dtype, chunk_rows=4, config_fingerprint="fp")
+        values = data[s.shard_id].astype(dtype)
+        for a, b in ((0, 9), (9, values.shape[1])):
+            if a < values.shape[1]:
+                w.submit(values[:, a : min(b, values.shape[1])])
+        w.finish(_tokens(s, values.shape[1]), _examples(s))
+    write_static_embeddings(path, np.ones((10, D), "float32"), fingerprint="fp")
+    st = open_store(path)
+    for li, L in enumerate(LAYERS):
+        expected = np.concatenate([data[k][li] for k in sorted(data)], axis=0).astype(dtype)
+        np.testing.assert_array_equal(st.layer(L), expected)
+    report = validate_store(path)  # chunk checksums; the manifest's run stats are the driver's, not written here
+    assert [p for p in report.problems if p.where != "manifest"] == []
+    assert report.n_chunks == 3 * sum(s.n_rows_padded // 4 for s in plan.shards) + 1  # + the static chunk
+
+
+def test_static_rows_by_token_id_come_back_in_the_order_asked(tmp_path):
+    path, plan = _store(tmp_path)
+    for s in plan.shards:
+        _write(path, s, np.zeros((3, s.n_tokens, D), "float32"))
+    table = np.random.default_rng(3).standard_normal((10, D)).astype("float32")
+    write_static_embeddings(path, table, fingerprint="fp")
+    st = open_store(path)
+    ids = [9, 0, 3, 9, 5]
+    np.testing.assert_array_equal(st.static_embeddings(ids), table[ids])
+    np.testing.assert_array_equal(st.static_embeddings(), table)
+    assert st.static_embeddings([]).shape == (0, D)
+    with pytest.raises(StoreError, match="vocabulary"):
+        st.static_embeddings([10])
+
+
 def test_rewriting_a_shard_is_idempotent(tmp_path):
     path, plan = _store(tmp_path)
     values = np.arange(3 * 5 * D, dtype="float32").reshape(3, 5, D)
