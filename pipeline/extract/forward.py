@@ -12,8 +12,8 @@ import inspect
 import logging
 import time
 from collections.abc import Sequence
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
