@@ -42,12 +42,14 @@ class CompactExamples(Sequence):
     the object."""
 
     def __init__(self, examples: Iterable[Example]):
-        self._records = [e if isinstance(e, bytes) else _pack(e) for e in examples]
+        self._records = [_pack(e) for e in examples]
 
     def part(self, start: int, end: int) -> CompactExamples:
-        """Examples [start, end) still compact (records shared, nothing decoded): a shard's work item,
-        small to hold on the driver and to send to a Ray worker."""
-        return CompactExamples(self._records[start:end])
+        """Examples [start, end) still compact (records shared, nothing decoded or packed again): a
+        shard's work item, small to hold on the driver and to send to a Ray worker."""
+        part = CompactExamples(())
+        part._records = self._records[start:end]
+        return part
 
     def __len__(self) -> int:
         return len(self._records)

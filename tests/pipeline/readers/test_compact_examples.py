@@ -25,5 +25,7 @@ def test_values_json_cannot_hold_are_kept_as_objects():
                     columns={"label": True, "heads": [0]})
     src = Source(examples=[raw, plain], path="p", format="text", columns=["blob"], fingerprint="f")
     assert src.examples[:] == [raw, plain]
+    part = src.examples.part(0, 2)  # a shard's work item: the same records, not packed again
+    assert part[:] == [raw, plain] and part._records[0] is src.examples._records[0]
     with pytest.raises(IndexError):
         src.examples[2]
