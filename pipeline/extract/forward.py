@@ -8,6 +8,7 @@ forward pass to the store.
 from __future__ import annotations
 
 import ctypes
+import gc
 import inspect
 import logging
 import time
@@ -81,6 +82,12 @@ class ShardExtractor:
         self._takes_token_type_ids = "token_type_ids" in params
         self._pin = self.device.startswith("cuda")
         self._copy_stream = torch.cuda.Stream() if self._pin else None
+        # torch, transformers and the model leave ~460k objects for the cyclic GC to walk: each full
+        # collection (every few shards, from the encodings' lists) took ~0.2 s. Frozen, they are
+        # never walked again; they live as long as the worker anyway (collected first, so no garbage
+        # is frozen with them).
+        gc.collect()
+        gc.freeze()
 
     # -- static table ------------------------------------------------------------------------------
     def write_static(self) -> dict:
@@ -199,10 +206,14 @@ def _return_free_heap() -> None:
 
 
 def thread_invariant_attention(device: str):
-    """On CPU, torch's fused (flash) SDPA kernel picks its blocking from the intra-op thread count,
-    so the same batch rounds differently under 1 and 2 threads, and the Ray executor gives each
-    worker cpus // workers threads: the store would depend on the worker count. The math backend
-    rounds the same for any thread count. GPUs are untouched (one worker per GPU)."""
+    """On CPU, torch's fused (flash) SDPA kernel does not round the same under 1 and 2 intra-op
+    threads for every shape, and the Ray executor gives each worker cpus // workers threads: the
+    store would depend on the worker count. Measured with torch 2.13 on a 2-core AMD EPYC VM: head_dim
+    8 with odd sequence lengths 9-31 differs by up to 2.4e-7 (the tiny test models hit it);
+    MiniLM's and GPT-2's shapes happened to agree, which no one can promise for every model and
+    CPU. The math backend rounds the same for any thread count (tests: 1-worker, 2-worker and local
+    stores are bit-identical). It costs 1-4% of MiniLM's CPU forward. GPUs are untouched (one
+    worker per GPU)."""
     import contextlib
 
     if device.startswith("cuda"):

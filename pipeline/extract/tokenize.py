@@ -7,11 +7,12 @@ own shard the same way (tokenisation is deterministic), so no token data crosses
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
 from pipeline.errors import LayerprobeError
-from pipeline.extract.alignment import align_tokens
+from pipeline.extract.alignment import align_batch, split_rows
 from pipeline.extract.variants import ModelInput, build_model_input
 from pipeline.readers.base import Example
 
@@ -40,6 +41,8 @@ class Encoded:
 
 def encode_examples(tokenizer, examples: list[Example], variant: str, max_length: int,
                     first_example_id: int = 0) -> list[Encoded]:
+    if not examples:
+        return []
     inputs = [build_model_input(ex, variant) for ex in examples]
     texts = [mi.text for mi in inputs]
     # Tokenise without truncation first to learn which texts are too long (they are flagged, never
@@ -52,29 +55,35 @@ def encode_examples(tokenizer, examples: list[Example], variant: str, max_length
         cut = tokenizer([texts[i] for i in too_long], add_special_tokens=True, return_offsets_mapping=True,
                         return_special_tokens_mask=True, truncation=True, max_length=max_length)
     where = {i: k for k, i in enumerate(too_long)}
+    picked = [(cut, where[i]) if i in where else (full, i) for i in range(len(examples))]
+    for i, (src, k) in enumerate(picked):
+        if not src["input_ids"][k]:
+            raise LayerprobeError(f"example {first_example_id + i} encodes to zero tokens: {examples[i].text[:60]!r}")
+    offsets = [src["offset_mapping"][k] for src, k in picked]
+    specials = [src["special_tokens_mask"][k] for src, k in picked]
+    n_tokens = [len(o) for o in offsets]
+    total = sum(n_tokens)
+    flat_offsets = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), dtype=np.int64,
+                               count=2 * total).reshape(-1, 2)
+    flat_special = np.fromiter(chain.from_iterable(specials), dtype=bool, count=total)
+    word_ids, is_targets = align_batch(
+        texts, flat_offsets, flat_special, n_tokens, [mi.word_spans for mi in inputs],
+        [mi.target_span for mi in inputs],
+        [mi.target_is_last_token and i not in where for i, mi in enumerate(inputs)],
+    )
+    special_split = split_rows(flat_special, n_tokens)
     out = []
-    for i, (ex, mi) in enumerate(zip(examples, inputs)):
-        src, k = (cut, where[i]) if i in where else (full, i)
-        ids = src["input_ids"][k]
-        if not ids:
-            raise LayerprobeError(f"example {first_example_id + i} encodes to zero tokens: {ex.text[:60]!r}")
-        offsets = [tuple(o) for o in src["offset_mapping"][k]]
-        special = np.asarray(src["special_tokens_mask"][k], dtype=bool)
-        truncated = i in where
-        word_id, is_target = align_tokens(
-            mi.text, offsets, special, mi.word_spans, mi.target_span,
-            target_is_last_token=mi.target_is_last_token and not truncated,
-        )
-        has_target = ex.target_span is not None
+    for i, (ex, (src, k)) in enumerate(zip(examples, picked)):
+        is_target = is_targets[i]
         out.append(Encoded(
-            input_ids=list(ids),
+            input_ids=list(src["input_ids"][k]),
             token_type_ids=list(src["token_type_ids"][k]) if "token_type_ids" in src else None,
-            offsets=offsets,
-            special=special,
-            word_id=word_id,
+            offsets=[tuple(o) for o in offsets[i]],
+            special=special_split[i],
+            word_id=word_ids[i],
             is_target=is_target,
-            model_input=mi,
-            truncated=truncated,
-            target_found=bool(is_target.any()) if has_target else False,
+            model_input=inputs[i],
+            truncated=i in where,
+            target_found=bool(is_target.any()) if ex.target_span is not None else False,
         ))
     return out
