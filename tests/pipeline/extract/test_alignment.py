@@ -1,7 +1,6 @@
-import numpy as np
-
 from bisect import bisect_right
 
+import numpy as np
 import pytest
 
 from pipeline.extract.alignment import SPACE_CODEPOINTS, align_batch, align_tokens, trim_span
@@ -109,8 +108,7 @@ def test_a_whole_batch_aligns_exactly_like_one_token_at_a_time(tiny_models, vari
     tok = AutoTokenizer.from_pretrained(tiny_models[family])
     inputs = [build_model_input(ex, variant) for ex in examples]
     enc = tok([mi.text for mi in inputs], return_offsets_mapping=True, return_special_tokens_mask=True)
-    offsets = [o for o in enc["offset_mapping"]]
-    special = [m for m in enc["special_tokens_mask"]]
+    offsets, special = enc["offset_mapping"], enc["special_tokens_mask"]
     n = [len(o) for o in offsets]
     words, targets = align_batch([mi.text for mi in inputs], np.array([p for o in offsets for p in o]),
                                  np.array([b for m in special for b in m], dtype=bool), n,
@@ -138,9 +136,12 @@ def test_random_spans_align_exactly_like_one_token_at_a_time():
         spans = [(s, e) for s, e in zip(cuts[::2], cuts[1::2])]
         toks = [tuple(sorted(rng.integers(0, len(text) + 1, size=2).tolist())) for _ in range(rng.integers(0, 8))]
         target = tuple(sorted(rng.integers(0, len(text) + 1, size=2).tolist())) if rng.random() < 0.7 else None
-        texts.append(text), words.append(spans), targets.append(target), last.append(bool(rng.random() < 0.3))
+        texts.append(text)
+        words.append(spans)
+        targets.append(target)
+        last.append(bool(rng.random() < 0.3))
         offsets += toks
-        special += rng.random(len(toks)).__lt__(0.2).tolist()
+        special += (rng.random(len(toks)) < 0.2).tolist()
         n.append(len(toks))
     got_words, got_targets = align_batch(texts, np.array(offsets, dtype=np.int64).reshape(-1, 2),
                                          np.array(special, dtype=bool), n, words, targets, last)
