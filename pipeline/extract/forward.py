@@ -238,8 +238,7 @@ def build_tokens_table(encoded: list[Encoded], kept: list[np.ndarray], order: li
     pick = positions + np.repeat(base, n_kept)
     token_ids = np.fromiter(chain.from_iterable(encoded[i].input_ids for i in order),
                             dtype=np.int64, count=int(n_in.sum()))[pick]
-    offsets = np.fromiter(chain.from_iterable(chain.from_iterable(encoded[i].offsets for i in order)),
-                          dtype=np.int64, count=2 * int(n_in.sum())).reshape(-1, 2)[pick]
+    offsets = np.concatenate([encoded[i].offsets for i in order])[pick]
     cols = {
         "example_id": np.repeat(np.asarray(order, dtype=np.int64) + first_example_id, n_kept),
         "position": positions,

@@ -21,7 +21,7 @@ from pipeline.readers.base import Example
 class Encoded:
     input_ids: list[int]
     token_type_ids: list[int] | None
-    offsets: list[tuple[int, int]]
+    offsets: np.ndarray            # int64[n, 2]: character offsets into model_input.text
     special: np.ndarray            # bool[n]
     word_id: np.ndarray            # int32[n]
     is_target: np.ndarray          # bool[n]
@@ -71,15 +71,16 @@ def encode_examples(tokenizer, examples: list[Example], variant: str, max_length
         [mi.target_span for mi in inputs],
         [mi.target_is_last_token and i not in where for i, mi in enumerate(inputs)],
     )
-    special_split = split_rows(flat_special, n_tokens)
+    # Per-example views of the flat arrays: no per-token Python tuples to build, or to flatten again.
+    offset_rows, special_rows = split_rows(flat_offsets, n_tokens), split_rows(flat_special, n_tokens)
     out = []
     for i, (ex, (src, k)) in enumerate(zip(examples, picked)):
         is_target = is_targets[i]
         out.append(Encoded(
             input_ids=list(src["input_ids"][k]),
             token_type_ids=list(src["token_type_ids"][k]) if "token_type_ids" in src else None,
-            offsets=[tuple(o) for o in offsets[i]],
-            special=special_split[i],
+            offsets=offset_rows[i],
+            special=special_rows[i],
             word_id=word_ids[i],
             is_target=is_target,
             model_input=inputs[i],
