@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.extract.heap import limit_malloc_arenas
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -291,63 +293,70 @@ def probe_reads(store: Path, root: Path) -> dict:
 # -- 6: scale --------------------------------------------------------------------------------------
 RSS_CHILD = """
 import json, sys
-from pipeline.executors.extract_job import run_extract
+from pipeline.cli import main
 from pipeline.extract.forward import ShardExtractor
-from schemas.job import ExtractSpec
 
 # VmHWM, not ru_maxrss: Linux carries the parent's peak RSS through fork+exec into the child's
 # ru_maxrss, so a child of a big driver would report the driver's peak (the earlier 2435 MB twice).
-# Writing 5 to clear_refs restarts VmHWM, so each shard's own peak is seen too.
-def hwm_mb():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+# Writing 5 to clear_refs restarts VmHWM, so each shard's own peak is seen too; VmRSS as a shard
+# starts is what the shards before it left behind.
+def status_mb(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key + ":")) / 1024
 
-peaks = {"before_shards": None, "shards": []}
+peaks = {"before_shards": None, "shards": [], "shard_start": []}
 run = ShardExtractor.run_shard
 def run_shard(self, shard, examples):
     if peaks["before_shards"] is None:
-        peaks["before_shards"] = hwm_mb()
+        peaks["before_shards"] = status_mb("VmHWM")
+    peaks["shard_start"].append(status_mb("VmRSS"))
     try:
         open("/proc/self/clear_refs", "w").write("5")
     except OSError:  # not writable here: shard peaks are then running maxima
         pass
     out = run(self, shard, examples)
-    peaks["shards"].append(hwm_mb())
+    peaks["shards"].append(status_mb("VmHWM"))
     return out
 ShardExtractor.run_shard = run_shard
-run_extract(ExtractSpec(model=sys.argv[1], data=sys.argv[2], out=sys.argv[3], overwrite=True,
-                        shard_tokens=int(sys.argv[4])), executor="local", progress=False)
-peaks["after_shards"] = hwm_mb()
+# The command a user types (it sets the process up as a run would: capped malloc arenas).
+code = main(["extract", "--model", sys.argv[1], "--data", sys.argv[2], "--out", sys.argv[3], "--overwrite",
+             "--shard-tokens", sys.argv[4], "--executor", "local", "--no-progress"])
+assert code == 0, code
+peaks["after_shards"] = status_mb("VmHWM")
 print(json.dumps(peaks))
 """
 
-# Small shards for the scale runs, so that 1x already spans several shards: memory is meant to be
-# bounded by one shard's work, whatever the data size, and 2 workers need 2+ shards to share.
-SCALE_SHARD_TOKENS = 8192
 
-
-def peak_rss_mb(model: str, data: Path, out: Path) -> dict:
-    """The whole run's peak RSS (local executor) and each shard's own peak, in MB."""
-    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, model, str(data), str(out), str(SCALE_SHARD_TOKENS)],
+def peak_rss_mb(model: str, data: Path, out: Path, shard_tokens: int) -> dict:
+    """The whole run's peak RSS (`layerprobe extract`, local executor), each shard's own peak and
+    the RSS each shard starts from, in MB."""
+    proc = subprocess.run([sys.executable, "-c", RSS_CHILD, model, str(data), str(out), str(shard_tokens)],
                           capture_output=True, text=True, check=True)
     peaks = json.loads(proc.stdout.strip().splitlines()[-1])
     shards = peaks["shards"]
     return {"peak": max(peaks["before_shards"], *shards, peaks["after_shards"]),
-            "before_shards": peaks["before_shards"], "shards": shards}
+            "before_shards": peaks["before_shards"], "shards": shards, "shard_start": peaks["shard_start"]}
 
 
 def scale(model: str, root: Path, n_examples: int) -> dict:
-    from pipeline.executors.extract_job import run_extract
+    from pipeline.executors.extract_job import prepare, run_extract
 
     one, ten = dataset(root, n_examples, 1), dataset(root, n_examples, 10)
-    res = {"examples_1x": n_examples, "shard_tokens": SCALE_SHARD_TOKENS}
+    # Shards of the same size at 1x and 10x (the 10x data is the 1x data ten times: 2 shards, then
+    # 20 equal ones): memory is meant to be bounded by one shard's work, so only a trend across
+    # shards, i.e. growth with the data, may change the peak. (With a fixed 8192-token budget the
+    # 1x run cut 5.6k-token shards of 2 batches and the 10x run 8.1k-token shards of 3: a batch
+    # more in flight, which was most of the earlier "1x vs 10x" difference.)
+    tokens_1x = sum(s.n_tokens for s in prepare(spec_for(model, one, root / "plan.zarr")).plan.shards)
+    shard_tokens = -(-tokens_1x // 2)
+    res = {"examples_1x": n_examples, "shard_tokens": shard_tokens}
     for label, data in (("1x", one), ("10x", ten)):
-        rss = peak_rss_mb(model, data, root / f"rss{label}.zarr")
+        rss = peak_rss_mb(model, data, root / f"rss{label}.zarr", shard_tokens)
         res[f"peak_rss_MB_{label}"] = rss["peak"]
         res[f"rss_MB_{label}"] = rss
     three = dataset(root, n_examples, 3)
     for workers in (1, 2):
         t0 = time.perf_counter()
-        run_extract(spec_for(model, three, root / f"ray{workers}.zarr", shard_tokens=SCALE_SHARD_TOKENS),
+        run_extract(spec_for(model, three, root / f"ray{workers}.zarr", shard_tokens=shard_tokens),
                     executor="ray", workers=workers, progress=False)
         res[f"ray_{workers}_workers_s"] = time.perf_counter() - t0
     import ray
@@ -411,19 +420,22 @@ def report(r: dict) -> str:
               f"(`Store.layer`; zarr's own `hidden_states[0]`: {p.get('whole_layer_zarr_MB_per_s', float('nan')):.0f} MB/s)", ""]
     s = r["scale"]
     lines += ["## Scale", "",
-              f"peak RSS (local executor, {s['shard_tokens']}-token shards): {s['peak_rss_MB_1x']:.0f} MB at "
+              f"peak RSS (`layerprobe extract --executor local`, {s['shard_tokens']}-token shards): {s['peak_rss_MB_1x']:.0f} MB at "
               f"{s['examples_1x']} examples, {s['peak_rss_MB_10x']:.0f} MB at 10x; Ray 1 worker "
               f"{s['ray_1_workers_s']:.1f} s, 2 workers {s['ray_2_workers_s']:.1f} s (3x data, end to end incl. "
               "Ray start and model loads)", ""]
     if "rss_MB_10x" in s:  # each shard's own peak: flat in the data size means no trend across shards
-        lines += ["| data | shards | peak before the shards (read, plan, model load) | shard peaks min / median / max "
-                  "| max over first third of shards | max over last third |", "|---|---|---|---|---|---|"]
+        lines += ["| data | shards | peak before the shards (read, plan, model load) | RSS as the first / last shard "
+                  "starts | shard peaks min / median / max | max over first / last third of shards |",
+                  "|---|---|---|---|---|---|"]
         for label in ("1x", "10x"):
             v = s[f"rss_MB_{label}"]
             k = max(1, len(v["shards"]) // 3)
-            lines.append(f"| {label} | {len(v['shards'])} | {v['before_shards']:.0f} MB | {min(v['shards']):.0f} / "
-                         f"{np.median(v['shards']):.0f} / {max(v['shards']):.0f} MB | {max(v['shards'][:k]):.0f} MB | "
-                         f"{max(v['shards'][-k:]):.0f} MB |")
+            start = v.get("shard_start")
+            lines.append(f"| {label} | {len(v['shards'])} | {v['before_shards']:.0f} MB | "
+                         + (f"{start[0]:.0f} / {start[-1]:.0f} MB" if start else "–")
+                         + f" | {min(v['shards']):.0f} / {np.median(v['shards']):.0f} / {max(v['shards']):.0f} MB | "
+                         f"{max(v['shards'][:k]):.0f} / {max(v['shards'][-k:]):.0f} MB |")
         lines.append("")
     lines += ["## Dry-run size estimate", "", "| dtype | estimated | on disk | error |", "|---|---|---|---|"]
     lines += [f"| {e['dtype']} | {e['estimated_bytes'] / 1e6:.2f} MB | {e['real_bytes'] / 1e6:.2f} MB | "
@@ -441,6 +453,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
+    limit_malloc_arenas()  # as `layerprobe` does at start: every variant below runs under it alike
     import torch
 
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from pipeline.errors import LayerprobeError
+from pipeline.extract.heap import limit_malloc_arenas
 
 log = logging.getLogger("layerprobe")
 
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First, before any thread exists: capped malloc arenas keep an extraction's RSS from creeping
+    # shard after shard (pipeline/extract/heap.py); a no-op off glibc or if MALLOC_ARENA_MAX is set.
+    limit_malloc_arenas()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

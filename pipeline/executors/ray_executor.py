@@ -15,6 +15,7 @@ from collections import deque
 from pipeline.errors import LayerprobeError
 from pipeline.executors.progress import Progress
 from pipeline.extract.forward import ShardExtractor, StoreTarget
+from pipeline.extract.heap import arena_env
 from schemas.job import ExtractSpec
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool,
         def pid(self) -> int:
             return os.getpid()
 
-    actors = [ShardWorker.options(**resources).remote(spec, target, resources["num_cpus"] if not resources["num_gpus"] else 0)
+    # Workers start with capped malloc arenas, as the CLI caps its own: it only works from process
+    # start (pipeline/extract/heap.py).
+    runtime_env = {"env_vars": arena_env()}
+    threads = resources["num_cpus"] if not resources["num_gpus"] else 0
+    actors = [ShardWorker.options(runtime_env=runtime_env, **resources).remote(spec, target, threads)
               for _ in range(n_workers)]
     bar = Progress(sum(w[2] for w in work), len(work), progress)
     pending = deque(range(len(work)))

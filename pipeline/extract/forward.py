@@ -7,7 +7,6 @@ forward pass to the store.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import inspect
 import logging
@@ -21,6 +20,7 @@ import pyarrow as pa
 
 from pipeline.extract import model_loading
 from pipeline.extract.batching import token_budget_batches
+from pipeline.extract.heap import return_free_heap
 from pipeline.extract.tokenize import Encoded, encode_examples
 from pipeline.readers.base import Example
 from pipeline.store.writer import ShardWriter, write_static_embeddings
@@ -126,7 +126,7 @@ class ShardExtractor:
             writer.abort()
             raise
         finally:
-            _return_free_heap()
+            return_free_heap()
         return {
             "shard_id": shard.shard_id,
             "n_tokens": shard.n_tokens,
@@ -189,20 +189,6 @@ class ShardExtractor:
             ready = torch.cuda.Event()
             ready.record(self._copy_stream)
         return host, ready
-
-
-def _return_free_heap() -> None:
-    """Hand the heap's free pages back to the OS after each shard.
-
-    glibc keeps freed pages for reuse, which keeps the forward fast (trimming after every batch cost
-    2-3% on MiniLM), but then a worker's RSS creeps shard after shard with fragmentation (1206 ->
-    1257 -> 1286 MB over three 64k-token shards); trimmed once per shard it returns to ~725 MB and
-    the peak is bounded by one shard's work (benchmarks/README.md, scale)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # glibc only; elsewhere a no-op
-    except (AttributeError, OSError, TypeError):
-        return
-    trim(0)
 
 
 def thread_invariant_attention(device: str):

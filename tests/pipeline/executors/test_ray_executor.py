@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.errors import StoreError
 from pipeline.executors.extract_job import run_extract
+from pipeline.extract import heap
 from pipeline.store.reader import open_store
 from schemas.job import ExtractSpec
 
@@ -108,6 +109,9 @@ def test_killing_a_worker_mid_run_still_writes_the_identical_store(ray_cluster, 
     _wait_for_commit(out, thread.is_alive)
     pids = _shard_worker_pids()
     assert pids, "no ShardWorker actor process found"
+    # Workers start with capped malloc arenas (pipeline/extract/heap.py): only the environment a
+    # process starts with can do that.
+    assert psutil.Process(pids[0]).environ().get(heap.ARENA_ENV) == heap.arena_env()[heap.ARENA_ENV]
     n_committed_at_kill = len(_commits(out))
     os.kill(pids[0], signal.SIGKILL)
     assert thread.is_alive(), "the run finished before the worker could be killed"
