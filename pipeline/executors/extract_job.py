@@ -256,6 +256,10 @@ def finalize(p: Prepared) -> int:
 
 def run_extract(spec: ExtractSpec, *, executor: str = "ray", workers: int | None = None,
                 ray_address: str | None = None, dry_run: bool = False, progress: bool = True) -> ExtractResult:
+    """Plan, then extract the shards not yet committed. Ray workers cap their malloc arenas
+    themselves; a Python process calling this with the local executor should call
+    `pipeline.extract.heap.limit_malloc_arenas()` first, as the CLI does, or its RSS creeps with
+    the number of shards."""
     t0 = time.perf_counter()
     p = prepare(spec)
     log.info(format_plan(p).splitlines()[0])

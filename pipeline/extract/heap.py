@@ -1,12 +1,14 @@
 """glibc heap settings for an extraction process, so its RSS does not creep with the data.
 
-Measured on MiniLM, 20 equal 8.5k-token shards in one process (benchmarks/README.md, scale):
+Measured on MiniLM, 20 equal 8.5k-token shards through `layerprobe extract` (benchmarks/README.md,
+fifth round):
 - glibc gives every thread that allocates its own arena, up to 8 per core (16 here), and each
   arena keeps its own freed pages. Shard after shard the transient blocks land in different
-  arenas and fragment each of them: RSS between shards crept 620 -> 780 MB, shard peaks
-  950 -> 1060 MB, even with the heap trimmed after every shard.
-- Capped at 2 arenas from process start, RSS between shards stays at 640-700 MB and shard peaks
-  at 890-970 MB with no trend; the forward pass and the extraction time did not change (A/B).
+  arenas and fragment each of them: RSS at shard start crept 614 -> 796 MB and the shard peaks
+  rose from 931-981 to 998-1039 MB, even with the heap trimmed after every shard.
+- Capped at 2 arenas from process start, RSS at shard start stays at 641-697 MB and the shard
+  peaks at 873-990 MB with no trend. Extraction / bare forward in A/B runs: 0.878 vs 0.889 without
+  the cap (means of five), inside the run-to-run noise.
 - The cap must come before the process starts its threads (the driver's tokenizer, pyarrow and
   Ray threads all take arenas): set at the first shard, 8 arenas already existed and RSS still
   crept. Hence the CLI sets it first thing, and Ray workers get it in their environment.

@@ -26,8 +26,8 @@ def _arenas_after_extract(entry: str, model: Path, data: Path, out: Path) -> int
     run = {
         "cli": f"rc = main(['extract', '--model', {str(model)!r}, '--data', {str(data)!r}, '--out', {str(out)!r}, "
                "'--executor', 'local', '--no-progress', '--shard-tokens', '40', '--batch-tokens', '64'])\n",
-        "library": f"rc = run_extract(ExtractSpec(model={str(model)!r}, data={str(data)!r}, out={str(out)!r}, "
-                   "shard_tokens=40, batch_tokens=64), executor='local', progress=False) and 0\n",
+        "library": f"run_extract(ExtractSpec(model={str(model)!r}, data={str(data)!r}, out={str(out)!r}, "
+                   "shard_tokens=40, batch_tokens=64), executor='local', progress=False)\nrc = 0\n",
     }[entry]
     code = ("import ctypes, sys\n"
             "from pipeline.cli import main\n"
