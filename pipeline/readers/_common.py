@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import LayerprobeError
-from pipeline.readers.base import Example
 
 
 def spans_of_joined(words: Sequence[str]) -> tuple[tuple[int, int], ...]:
@@ -27,15 +26,6 @@ def word_containing(spans: Sequence[tuple[int, int]], start: int, end: int) -> i
         if s >= end:
             break
     return None
-
-
-def column_names(examples: Iterable[Example]) -> list[str]:
-    """Names present in the examples' columns, in first-seen order."""
-    seen: dict[str, None] = {}
-    for ex in examples:
-        for k in ex.columns:
-            seen.setdefault(k, None)
-    return list(seen)
 
 
 def read_text_file(path: Path) -> str:

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 from pipeline.errors import LayerprobeError
-from pipeline.readers._common import check_limit, column_names, read_text_file, spans_of_joined
-from pipeline.readers.base import Example, Source
+from pipeline.readers._common import check_limit, read_text_file, spans_of_joined
+from pipeline.readers.base import CompactExamples, Example, Source
 from pipeline.readers.fingerprint import source_fingerprint
 
 COLUMNS = ["sent_id", "split", "original_text", "upos", "xpos", "lemmas", "heads", "deprels"]
@@ -51,9 +51,8 @@ class _Sentence:
         self.head_lines: list[int] = []
 
 
-def _read_file(file: Path, split: str, want: int | None) -> list[Example]:
-    """Examples of `file`, stopping once `want` sentences are read (None: all)."""
-    out: list[Example] = []
+def _read_file(file: Path, split: str, want: int | None, out: CompactExamples) -> None:
+    """Append the examples of `file` to `out`, stopping once `want` sentences are read (None: all)."""
     sent = _Sentence()
     n_sent = 0
 
@@ -91,8 +90,8 @@ def _read_file(file: Path, split: str, want: int | None) -> list[Example]:
         line = raw[:-1] if raw.endswith("\r") else raw
         if line.strip() == "":
             flush()
-            if want is not None and len(out) >= want:
-                return out
+            if want is not None and n_sent >= want:
+                return
             continue
         if line.startswith("#"):
             body = line[1:].strip()
@@ -134,7 +133,6 @@ def _read_file(file: Path, split: str, want: int | None) -> list[Example]:
         sent.head_lines.append(line_no)
         sent.deprels.append(cols[7])
     flush()
-    return out if want is None else out[:want]
 
 
 def read_conllu(path: str | Path, limit: int | None = None, options: dict | None = None) -> Source:
@@ -142,10 +140,10 @@ def read_conllu(path: str | Path, limit: int | None = None, options: dict | None
     check_limit(limit)
     root = Path(path)
     files = find_conllu_files(root)
-    examples: list[Example] = []
+    examples = CompactExamples()  # packed as built: the objects never all exist at once
     for f in files:
         want = None if limit is None else limit - len(examples)
-        examples.extend(_read_file(f, split_of(f), want))
+        _read_file(f, split_of(f), want, examples)
         if limit is not None and len(examples) >= limit:
             break
     if not examples:
@@ -155,6 +153,6 @@ def read_conllu(path: str | Path, limit: int | None = None, options: dict | None
         examples=examples,
         path=str(path),
         format="conllu",
-        columns=column_names(examples),
+        columns=examples.column_names,
         fingerprint=source_fingerprint(files, root, opts),
     )

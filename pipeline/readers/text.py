@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.errors import LayerprobeError
 from pipeline.readers._common import check_limit, spans_of_joined, word_containing
-from pipeline.readers.base import Example, Source
+from pipeline.readers.base import CompactExamples, Example, Source
 from pipeline.readers.fingerprint import source_fingerprint
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -99,7 +99,7 @@ def read_text(
     if limit is not None and limit < len(ds):
         ds = ds.select(range(limit))
 
-    examples: list[Example] = []
+    examples = CompactExamples()  # packed as built: the objects never all exist at once
     for row, record in enumerate(ds):
         if words_column is not None:
             words = record[words_column]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import LayerprobeError
-from pipeline.readers._common import check_limit, column_names, file_lines, read_text_file, spans_of_joined
-from pipeline.readers.base import Example, Source
+from pipeline.readers._common import check_limit, file_lines, read_text_file, spans_of_joined
+from pipeline.readers.base import CompactExamples, Example, Source
 from pipeline.readers.fingerprint import source_fingerprint
 
 SPLIT_ORDER = ("train", "dev", "test")
@@ -89,7 +89,7 @@ def _side(data_file: Path, line_no: int, sentence: str, index: int, which: str) 
     return words, spans
 
 
-def _read_split(split: str, data_file: Path) -> list[Example]:
+def _read_split(split: str, data_file: Path, out: CompactExamples) -> None:
     lines = file_lines(read_text_file(data_file))
     gold_file = _gold_file(data_file)
     labels: list[bool | None]
@@ -109,7 +109,6 @@ def _read_split(split: str, data_file: Path) -> list[Example]:
     else:
         labels = [None] * len(lines)
 
-    examples: list[Example] = []
     for n, line in enumerate(lines, 1):
         fields = line.split("\t")
         if len(fields) != 5:
@@ -127,7 +126,7 @@ def _read_split(split: str, data_file: Path) -> list[Example]:
         pair_id = f"{split}-{n - 1:05d}"
         for side, (sentence, index, which) in enumerate(((s1, i, "first"), (s2, j, "second"))):
             words, spans = _side(data_file, n, sentence, index, which)
-            examples.append(
+            out.append(
                 Example(
                     text=sentence,
                     words=words,
@@ -144,7 +143,6 @@ def _read_split(split: str, data_file: Path) -> list[Example]:
                     },
                 )
             )
-    return examples
 
 
 def read_wic(path: str | Path, limit: int | None = None, options: dict | None = None) -> Source:
@@ -152,22 +150,22 @@ def read_wic(path: str | Path, limit: int | None = None, options: dict | None = 
     check_limit(limit)
     root = Path(path)
     files = find_wic_files(root)
-    examples: list[Example] = []
+    examples = CompactExamples()  # packed as built: the objects never all exist at once
     hashed: list[Path] = []
     for split, data_file in files:
-        examples.extend(_read_split(split, data_file))
+        _read_split(split, data_file, examples)
         hashed.append(data_file)
         if _gold_file(data_file).is_file():
             hashed.append(_gold_file(data_file))
     if not examples:
         raise LayerprobeError(f"WiC source {root} has no pairs: its data files are empty")
     if limit is not None:
-        examples = examples[: limit + (limit % 2)]
+        examples = examples.part(0, limit + (limit % 2))
     opts = {"format": "wic", "limit": limit, **(options or {})}
     return Source(
         examples=examples,
         path=str(path),
         format="wic",
-        columns=column_names(examples),
+        columns=examples.column_names,
         fingerprint=source_fingerprint(hashed, root, opts),
     )

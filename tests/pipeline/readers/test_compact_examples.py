@@ -29,3 +29,36 @@ def test_values_json_cannot_hold_are_kept_as_objects():
     assert part[:] == [raw, plain] and part._records[0] is src.examples._records[0]
     with pytest.raises(IndexError):
         src.examples[2]
+
+
+@pytest.mark.parametrize("kind", ["wic", "ud-english-ewt", "jsonl"])
+def test_readers_pack_each_example_as_they_build_it(kind, tmp_path, monkeypatch):
+    """A reader that listed its Example objects and packed them at the end held all of them at once
+    (~1.3 KB each: the driver's peak for the whole run); packed as built, only a few are alive."""
+    import gc
+    import json
+    import weakref
+
+    from pipeline.readers import base
+
+    if kind == "jsonl":
+        path = tmp_path / "s.jsonl"
+        path.write_text("".join(json.dumps({"text": f"sentence number {i} here", "id": i}) + "\n"
+                                for i in range(300)))
+    else:
+        path = SAMPLES_DIR / kind
+    alive: list[weakref.ref] = []
+    packed = most = 0
+    pack = base._pack
+
+    def counting_pack(example):
+        nonlocal alive, packed, most
+        gc.collect(0)
+        alive = [r for r in alive if r() is not None] + [weakref.ref(example)]
+        packed, most = packed + 1, max(most, len(alive))
+        return pack(example)
+
+    monkeypatch.setattr(base, "_pack", counting_pack)
+    src = read_source(str(path))
+    assert len(src.examples) >= 300 and packed == len(src.examples)
+    assert most <= 3
