@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # 64k-token MiniLM shard takes on 2 CPU cores, and still small against the ~1-2 s it takes a 1B model
 # on one GPU. A killed worker loses at most one shard.
 DEFAULT_SHARD_TOKENS = 65536
+# Tokens per forward pass (padding included): keeps a batch's activations (layers x tokens x d) to a
+# few hundred MB for models up to d=1024, and is large enough that CPU matmuls are efficient.
+DEFAULT_BATCH_TOKENS = 4096
 
 Variant = Literal["base", "repeat", "prompt"]
 SourceFormat = Literal["auto", "text", "wic", "conllu"]
@@ -35,9 +38,7 @@ class ExtractSpec(BaseModel):
     model_dtype: ModelDtype = "auto"
     variant: Variant = "base"
     keep: Literal["all", "targets"] = "all"
-    # 4096 tokens per forward pass keeps the activations of a batch (layers x tokens x d) to a few
-    # hundred MB for models up to d=1024, and is large enough that CPU matmuls are efficient.
-    batch_tokens: int = Field(4096, ge=1)
+    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=1)
     max_length: int | None = Field(None, ge=1, description="default: the model's own limit")
     shard_tokens: int = Field(DEFAULT_SHARD_TOKENS, ge=1)
     chunk_rows: int | None = Field(None, ge=1, description="default: ~4 MiB uncompressed per chunk")
@@ -104,7 +105,7 @@ class BatchJobSpec(BaseModel):
     text_column: str = "text"
     workers: int | None = Field(None, ge=1, description="default: one per GPU in the cluster, else 1; "
                                 "set it on autoscaling clusters that start with no GPU nodes")
-    batch_tokens: int = Field(4096, ge=1)
+    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=1)
     shard_tokens: int = Field(DEFAULT_SHARD_TOKENS, ge=1)
     max_length: int | None = Field(None, ge=1)
     model_dtype: ModelDtype = "auto"

@@ -186,6 +186,10 @@ class Store:
     def _chunk_files(self) -> ChunkFiles:
         return ChunkFiles(self.path, self._hidden, self.storage_options)
 
+    @cached_property
+    def _static_chunk_files(self) -> ChunkFiles:
+        return ChunkFiles(self.path, self._root[layout.STATIC], self.storage_options)
+
     def static_embeddings(self, token_ids=None) -> np.ndarray:
         """The input-embedding table [vocab, d_model], or its rows for `token_ids` (only their chunks read)."""
         arr = self._root[layout.STATIC]
@@ -197,7 +201,7 @@ class Store:
             return np.zeros((0, arr.shape[1]), arr.dtype)
         if uniq[0] < 0 or uniq[-1] >= arr.shape[0]:
             raise StoreError(f"token ids must be in [0, {arr.shape[0]}) (the vocabulary); got {uniq[0]}..{uniq[-1]}")
-        files = ChunkFiles(self.path, arr, self.storage_options)
+        files = self._static_chunk_files
         return self._rows_from_chunks(lambda c: files.get((c, 0)), arr.chunks[0], uniq)[inverse]
 
     def __repr__(self) -> str:
