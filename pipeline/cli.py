@@ -31,10 +31,12 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
                    help="dtype of the forward pass (auto = float32)")
     p.add_argument("--variant", default="base", choices=["base", "repeat", "prompt"])
     p.add_argument("--keep", default="all", choices=["all", "targets"])
-    p.add_argument("--batch-tokens", type=int, default=None, help=f"tokens per forward pass, padding included (default {DEFAULT_BATCH_TOKENS})")
+    p.add_argument("--batch-tokens", type=int, default=None,
+                   help=f"tokens per forward pass, padding included (default {DEFAULT_BATCH_TOKENS})")
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--shard-tokens", type=int, default=None,
-                   help=f"input tokens per shard, the unit of work, commit and resume (default {DEFAULT_SHARD_TOKENS})")
+                   help="input tokens per shard, the unit of work, commit and resume "
+                        f"(default {DEFAULT_SHARD_TOKENS})")
     p.add_argument("--chunk-rows", type=int, default=None)
     p.add_argument("--codec", default="blosc-lz4", choices=["blosc-lz4", "zstd", "none"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
