@@ -41,12 +41,6 @@ def global_zscorer(fit_vectors: np.ndarray):
     return lambda x: (np.asarray(x, dtype=np.float64) - mu) / sd
 
 
-def zscore_global(fit_vectors: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
-    """Standardise each array with the per-dimension mean/std of fit_vectors."""
-    scale = global_zscorer(fit_vectors)
-    return [scale(a) for a in arrays]
-
-
 def zscore_batches(a: np.ndarray, b: np.ndarray, batch_pairs: int = BATCH_PAIRS) -> tuple[np.ndarray, np.ndarray]:
     """'Fantastic Semantics' standardisation: consecutive batches of `batch_pairs` pairs, each
     standardised with the per-dimension mean/std of its own 2*batch_pairs vectors (both sides)."""

@@ -6,12 +6,25 @@ uses them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 FORMAT_NAME = "layerprobe-store"
 FORMAT_VERSION = 1
+
+
+def config_fingerprint(model_hash: str, tokenizer_hash: str, source_fingerprint: str, settings: dict) -> str:
+    """What a store's values depend on, as one hash: two runs with the same fingerprint write the
+    same store, so a resume may continue it and anyone can recompute it from the manifest."""
+    blob = json.dumps([model_hash, tokenizer_hash, source_fingerprint, settings], sort_keys=True)
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+# Manifest fields that repeat a setting at the top level for readers; they must agree with `settings`.
+SETTINGS_MIRRORED = ("variant", "keep", "layers", "dtype", "chunk_rows", "codec", "max_length")
 
 
 class ModelInfo(BaseModel):

@@ -3,7 +3,6 @@ on an executor, then mark the store complete."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -20,9 +19,11 @@ from pipeline.extract.tokenize import encode_examples
 from pipeline.readers import read_source
 from pipeline.store import layout
 from pipeline.store.fs import join, url_to_fs
-from pipeline.store.writer import create_store, now_iso, write_manifest
+from pipeline.store.reader import committed_ids
+from pipeline.store.writer import consolidate_metadata, create_store, now_iso, write_manifest
 from schemas.job import ExtractSpec
-from schemas.manifest import Manifest, ModelInfo, ShardPlan, SourceInfo, StoreStats, TokenizerInfo
+from schemas.manifest import (Manifest, ModelInfo, ShardPlan, SourceInfo, StoreStats, TokenizerInfo,
+                              config_fingerprint)
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,7 @@ def prepare(spec: ExtractSpec) -> Prepared:
     tok_hash = model_loading.tokenizer_hash(tokenizer)
     settings = spec.fingerprint_fields() | {"layers": layers, "max_length": max_length,
                                              "chunk_rows": chunk_rows}
-    fingerprint = hashlib.blake2b(
-        json.dumps([model_hash, tok_hash, source.fingerprint, settings], sort_keys=True).encode(),
-        digest_size=16,
-    ).hexdigest()
+    fingerprint = config_fingerprint(model_hash, tok_hash, source.fingerprint, settings)
     model_dtype = str(model_loading.resolve_torch_dtype(spec.model_dtype, spec.device)).replace("torch.", "")
     manifest = Manifest(
         created_at=now_iso(),
@@ -234,20 +232,21 @@ def open_or_create(p: Prepared, overwrite: bool) -> tuple[set, bool]:
     # Same configuration: resume. Keep the original manifest (creation time, versions).
     p.manifest = Manifest.model_validate(existing)
     fs, base = url_to_fs(path)
-    done = {s.shard_id for s in p.plan.shards if fs.exists(join(base, layout.commit_record(s.shard_id)))}
-    static_done = fs.exists(join(base, layout.commit_record("static")))
-    return done, static_done
+    done = committed_ids(fs, base, [s.shard_id for s in p.plan.shards] + ["static"])
+    return done - {"static"}, "static" in done
 
 
 def finalize(p: Prepared) -> int:
     fs, base = url_to_fs(p.spec.out)
-    missing = [s.shard_id for s in p.plan.shards if not fs.exists(join(base, layout.commit_record(s.shard_id)))]
-    if missing or not fs.exists(join(base, layout.commit_record("static"))):
+    done = committed_ids(fs, base, [s.shard_id for s in p.plan.shards] + ["static"])
+    missing = [s.shard_id for s in p.plan.shards if s.shard_id not in done]
+    if missing or "static" not in done:
         raise StoreError(f"extraction ended with {len(missing)} shard(s) uncommitted: {missing[:10]}; "
                          "re-run the same command to finish them")
     p.manifest.complete = True
     p.manifest.completed_at = now_iso()
     write_manifest(p.spec.out, p.manifest)
+    consolidate_metadata(p.spec.out)
     try:
         return int(fs.du(base))
     except Exception:  # some filesystems can't total sizes; the size is informational

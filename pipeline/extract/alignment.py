@@ -18,14 +18,6 @@ SPACE_CODEPOINTS = np.array(
      0x2028, 0x2029, 0x202F, 0x205F, 0x3000], dtype=np.uint32)
 
 
-def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
 def align_tokens(
     text: str,
     offsets: Sequence[tuple[int, int]],

@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import zarr
 
 from pipeline.errors import StoreError
-from pipeline.sharing.common import open_store_checked, options_for, read_table, store_errors
+from pipeline.sharing.common import open_store_checked, read_table, store_errors
 from pipeline.store import layout
 
 
@@ -37,25 +36,20 @@ def _vectors(block: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), block.shape[1])
 
 
-def iter_layer_tables(st, layer: int, rows: str = "all", storage_options: dict | None = None):
+def iter_layer_tables(st, layer: int, rows: str = "all"):
     """Yield one pa.Table per committed shard: tokens columns + `vector`."""
     if layer not in st.layers:
         raise StoreError(f"layer {layer} is not in this store (stored: {st.layers})")
-    li = st.layers.index(layer)
-    root = zarr.open_group(store=st.path, mode="r", zarr_format=3,
-                           storage_options=options_for(st.path, storage_options))
-    hidden = root[layout.HIDDEN]
     for s in st.visible_shards:
         tokens = read_table(st.fs, st.base, layout.tokens_table(s.shard_id))
         if rows == "targets":
             tokens = tokens.filter(pc.equal(tokens.column("is_target"), True))
         if tokens.num_rows == 0:
             continue
-        idx = tokens.column("row").to_numpy().astype(np.int64) - s.row_start
-        if idx.min() < 0 or idx.max() >= s.n_rows_padded:
+        at = tokens.column("row").to_numpy().astype(np.int64)
+        if at.min() < s.row_start or at.max() >= s.row_start + s.n_rows_padded:
             raise StoreError(f"shard {s.shard_id}: tokens table rows fall outside the shard; run validate")
-        block = hidden[li, s.row_start : s.row_start + int(idx.max()) + 1]
-        yield tokens.append_column("vector", _vectors(block[idx]))
+        yield tokens.append_column("vector", _vectors(st.array_rows(layer, at)))
 
 
 def _metadata(st, layer: int, rows: str) -> dict[bytes, bytes]:
@@ -84,7 +78,7 @@ def export_layer(store: str, layer: int, out: str, *, rows: str = "all", overwri
             tmp = f"{out_s}.tmp-export"
             writer = None
             try:
-                for t in iter_layer_tables(st, layer, rows, storage_options):
+                for t in iter_layer_tables(st, layer, rows):
                     t = t.replace_schema_metadata({**(t.schema.metadata or {}), **meta})
                     if writer is None:
                         os.makedirs(os.path.dirname(os.path.abspath(out_s)), exist_ok=True)
@@ -105,12 +99,12 @@ def export_layer(store: str, layer: int, out: str, *, rows: str = "all", overwri
 
         import datasets
 
-        tables = list(iter_layer_tables(st, layer, rows, storage_options))
+        tables = list(iter_layer_tables(st, layer, rows))
         if not tables:
             raise StoreError(f"export: no rows to export from layer {layer} (rows={rows})")
         table = pa.concat_tables(tables)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-        ds = datasets.Dataset(table)
+        # datasets rewrites the Arrow schema metadata on save; its DatasetInfo keeps the provenance.
+        ds = datasets.Dataset(table, info=datasets.DatasetInfo(description=meta[b"layerprobe_export"].decode()))
         tmp = f"{out_s.rstrip('/')}.tmp-export"
         shutil.rmtree(tmp, ignore_errors=True)
         try:

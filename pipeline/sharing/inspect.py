@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from pipeline.sharing.common import human_bytes, open_store_checked, safe_join, store_errors
-from pipeline.store import layout
-
-
-def _committed(fs, base: str, shard_ids: list) -> dict:
-    """shard id -> commit record present, from a listing where the filesystem has one, else by
-    probing each record (plain HTTP servers may not list)."""
-    names = None
-    try:
-        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(safe_join(base, "meta/commits"), detail=False)}
-    except FileNotFoundError:
-        names = set()
-    except Exception:  # noqa: BLE001 - no listing: probe
-        names = None
-    out = {}
-    for sid in shard_ids:
-        rel = layout.commit_record(sid)
-        out[sid] = (rel.rsplit("/", 1)[-1] in names) if names is not None else fs.exists(safe_join(base, rel))
-    return out
+from pipeline.sharing.common import human_bytes, open_store_checked, store_errors
+from pipeline.store.reader import committed_ids
 
 
 def _size(fs, base: str) -> int | None:
     try:
-        return int(fs.du(base, total=True))
+        size = int(fs.du(base, total=True))
     except Exception:  # noqa: BLE001 - e.g. HTTP without listings
         return None
+    return size or None  # a store is never 0 bytes: a host without listings reports nothing as 0
 
 
 def inspect_store(path: str, storage_options: dict | None = None) -> dict:
@@ -35,7 +19,8 @@ def inspect_store(path: str, storage_options: dict | None = None) -> dict:
     m = st.manifest
     with store_errors(path, "inspect"):
         ids = [s.shard_id for s in st.plan.shards] + ["static"]
-        committed = _committed(st.fs, st.base, ids)
+        found = committed_ids(st.fs, st.base, ids)
+        committed = {i: i in found for i in ids}
         size = _size(st.fs, st.base)
     shards = [{"shard_id": s.shard_id, "examples": [s.example_start, s.example_end],
                "rows": [s.row_start, s.row_start + s.n_rows_padded], "n_tokens": s.n_tokens,

@@ -18,7 +18,8 @@ from pipeline.sharing.common import (chunk_crc32, chunk_key, decode_chunk, open_
                                      read_array_meta, read_bytes, read_many, safe_join, store_errors,
                                      table_from_bytes)
 from pipeline.store import layout
-from schemas.manifest import FORMAT_NAME, FORMAT_VERSION, CommitRecord, Manifest
+from schemas.manifest import (FORMAT_NAME, FORMAT_VERSION, SETTINGS_MIRRORED, CommitRecord, Manifest,
+                              config_fingerprint)
 
 
 @dataclass
@@ -69,6 +70,14 @@ def _check_manifest(st, rep: ValidationReport, hmeta: dict, smeta: dict | None, 
     except Exception as exc:  # pydantic ValidationError
         rep.add("manifest", f"invalid: {str(exc).splitlines()[0]}")
         return
+    expected = config_fingerprint(man.model.content_hash, man.tokenizer.content_hash, man.source.fingerprint,
+                                  man.settings)
+    if man.config_fingerprint != expected:
+        rep.add("manifest", f"config_fingerprint {man.config_fingerprint} is not the hash of its model, "
+                            f"tokenizer, source and settings ({expected}): the manifest was edited")
+    for key in SETTINGS_MIRRORED:
+        if key in man.settings and man.settings[key] != getattr(man, key):
+            rep.add("manifest", f"{key}={getattr(man, key)!r} but settings.{key}={man.settings[key]!r}")
     plan = st.plan
     stats = man.stats
     if plan.n_rows != stats.n_rows:
@@ -108,9 +117,28 @@ def _check_manifest(st, rep: ValidationReport, hmeta: dict, smeta: dict | None, 
     if tuple(hmeta.get("dimension_names") or ()) != layout.DIMS_HIDDEN:
         rep.add(layout.HIDDEN, f"dimension_names {hmeta.get('dimension_names')}, expected {list(layout.DIMS_HIDDEN)}")
     if coord is not None and list(coord) != list(man.layers):
-        rep.add(layout.LAYER_COORD, f"values {list(coord)} differ from the manifest's layers {man.layers}")
+        rep.add(layout.LAYER_COORD, f"values {[int(x) for x in coord]} differ from the manifest's layers {man.layers}")
     if smeta is not None and tuple(smeta["shape"]) != (man.model.vocab_size, man.model.d_model):
         rep.add(layout.STATIC, f"shape {tuple(smeta['shape'])}, expected {(man.model.vocab_size, man.model.d_model)}")
+
+
+def _check_consolidated(fs, base: str, metas: dict, rep: ValidationReport) -> None:
+    """Plain zarr and xarray read arrays through the root's consolidated metadata when it is there:
+    it must say what each array's own zarr.json says."""
+    root = json.loads(read_bytes(fs, safe_join(base, "zarr.json")) or b"{}")
+    listed = (root.get("consolidated_metadata") or {}).get("metadata")
+    if listed is None:
+        return
+    for name, meta in metas.items():
+        if meta is None:
+            continue
+        copy = listed.get(name)
+        if copy is None:
+            rep.add("consolidated metadata", f"has no entry for {name}")
+            continue
+        for key in ("shape", "data_type", "chunk_grid", "codecs", "dimension_names"):
+            if copy.get(key) != meta.get(key):
+                rep.add("consolidated metadata", f"{name}.{key} differs from {name}/zarr.json")
 
 
 def _read_commit(fs, base: str, shard_id, rep: ValidationReport, where: str) -> CommitRecord | None:
@@ -180,6 +208,7 @@ def validate_store(path: str, storage_options: dict | None = None, *, check_stat
             coord = None
             rep.add(layout.LAYER_COORD, f"unreadable ({type(exc).__name__})")
         _check_manifest(st, rep, hmeta, smeta, coord)
+        _check_consolidated(fs, base, {layout.HIDDEN: hmeta, layout.STATIC: smeta}, rep)
         fingerprint = st.manifest.get("config_fingerprint")
         layers = list(st.manifest.get("layers", []))
         n_layers = hmeta["shape"][0]
@@ -239,14 +268,16 @@ def validate_store(path: str, storage_options: dict | None = None, *, check_stat
                 _check_chunks(fs, base, hmeta, layout.HIDDEN, rec, li, label, s.row_start, s.n_rows_padded,
                               s.n_rows_padded, rep, lambda L, w=where: f"{w}, layer {L}")
 
-        if missing_commits and st.manifest.get("complete"):
-            rep.add("manifest", f"says complete but {missing_commits} commit record(s) are missing")
         if check_static and smeta is not None:
             rec = _read_commit(fs, base, "static", rep, "static embeddings")
-            if rec is not None:
+            if rec is None:
+                missing_commits += 1
+            else:
                 if rec.config_fingerprint != fingerprint:
                     rep.add("static embeddings", "config_fingerprint differs from the manifest's")
                 vocab = smeta["shape"][0]
                 _check_chunks(fs, base, smeta, layout.STATIC, rec, 0, None, 0, vocab, vocab, rep,
                               lambda L: "static embeddings")
+        if missing_commits and st.manifest.get("complete"):
+            rep.add("manifest", f"says complete but {missing_commits} commit record(s) are missing")
     return rep

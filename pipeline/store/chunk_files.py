@@ -97,6 +97,10 @@ class ChunkFiles:
             # zarr would return fill values; in a committed shard a missing chunk is damage.
             raise StoreError(f"{self._array.path}: chunk {self._array.metadata.encode_chunk_key(coords)} "
                              "is missing (run `layerprobe validate` on the store)") from None
-        if self._compressor is not None:
-            data = self._compressor.decode(data)
-        return np.frombuffer(data, dtype=self._array.dtype).reshape(self._array.chunks)
+        try:
+            if self._compressor is not None:
+                data = self._compressor.decode(data)
+            return np.frombuffer(data, dtype=self._array.dtype).reshape(self._array.chunks)
+        except (RuntimeError, ValueError) as exc:  # what blosc/zstd and a wrong-sized buffer raise
+            raise StoreError(f"{self._array.path}: chunk {self._array.metadata.encode_chunk_key(coords)} is "
+                             f"corrupt ({exc}; run `layerprobe validate` on the store)") from None

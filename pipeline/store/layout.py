@@ -21,6 +21,7 @@ LAYER_COORD = "layer"
 STATIC = "static_embeddings"
 META = "meta"
 PLAN = "meta/plan.json"
+COMMITS = "meta/commits"
 DIMS_HIDDEN = ("layer", "row", "hidden")
 DIMS_STATIC = ("vocab", "hidden")
 
@@ -35,7 +36,7 @@ def examples_table(shard_id: int) -> str:
 
 def commit_record(shard_id: int | str) -> str:
     name = shard_id if isinstance(shard_id, str) else shard_name(shard_id)
-    return f"meta/commits/{name}.json"
+    return f"{COMMITS}/{name}.json"
 
 
 def default_chunk_rows(d_model: int, itemsize: int) -> int:

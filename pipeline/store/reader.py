@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
+from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.errors import StoreError
 from pipeline.store import layout
@@ -19,6 +20,26 @@ from pipeline.store.fs import join, read_json, url_to_fs
 from schemas.manifest import FORMAT_NAME, FORMAT_VERSION, CommitRecord, ShardPlan
 
 log = logging.getLogger(__name__)
+
+
+def committed_ids(fs, base: str, ids: list) -> set:
+    """The shard ids (ints, or "static") among `ids` whose commit record exists.
+
+    One listing of meta/commits where the filesystem can list; otherwise each record is asked for by
+    name, concurrently. A failed or empty remote listing says nothing: S3/GCS over https, or nginx
+    without autoindex, answer a directory URL with 404 even when the records in it exist."""
+    names = {layout.commit_record(i).rsplit("/", 1)[-1]: i for i in ids}
+    try:
+        listed = fs.ls(join(base, layout.COMMITS), detail=False)
+    except Exception:  # noqa: BLE001 - FileNotFoundError, NotImplementedError, HTTP errors: no listing
+        listed = []
+    if listed or isinstance(fs, LocalFileSystem):  # a local listing is the truth, even when empty
+        found = {p.rstrip("/").rsplit("/", 1)[-1] for p in listed}
+        return {i for name, i in names.items() if name in found}
+    paths = [join(base, layout.commit_record(i)) for i in ids]
+    with ThreadPoolExecutor(min(16, max(1, len(paths)))) as pool:
+        present = list(pool.map(fs.exists, paths))
+    return {i for i, ok in zip(ids, present) if ok}
 
 
 class Store:
@@ -47,7 +68,9 @@ class Store:
             raise StoreError(f"{path} has no {layout.PLAN}: not a complete layerprobe store") from None
         except ValueError as exc:  # bad JSON, or a plan that fails validation (pydantic's error is a ValueError)
             raise StoreError(f"{path}: invalid {layout.PLAN} ({str(exc).splitlines()[0]})") from None
-        self.committed = self._committed_shards()
+        # The commit records decide what is visible, never the manifest's `complete` flag alone: a
+        # record deleted (or never copied) after completion hides its shard here as everywhere.
+        self.committed = committed_ids(self._fs, self._base, [s.shard_id for s in self.plan.shards])
         missing = [s.shard_id for s in self.plan.shards if s.shard_id not in self.committed]
         if missing and not allow_incomplete:
             raise StoreError(
@@ -56,21 +79,6 @@ class Store:
                 "to resume). Refusing to return numbers from partial data."
             )
         self.complete = not missing
-
-    def _committed_shards(self) -> set[int]:
-        if self.manifest.get("complete"):
-            return {s.shard_id for s in self.plan.shards}
-        prefix = join(self._base, "meta/commits")
-        try:
-            names = self._fs.ls(prefix, detail=False)
-        except (FileNotFoundError, NotImplementedError):
-            names = []
-        except Exception:  # e.g. HTTP without directory listings: probe each commit record instead
-            names = [join(self._base, layout.commit_record(s.shard_id)) for s in self.plan.shards
-                     if self._fs.exists(join(self._base, layout.commit_record(s.shard_id)))]
-        found = {n.rstrip("/").rsplit("/", 1)[-1] for n in names}
-        return {s.shard_id for s in self.plan.shards
-                if layout.commit_record(s.shard_id).rsplit("/", 1)[-1] in found}
 
     # -- metadata --------------------------------------------------------------------------------
     @property
@@ -101,8 +109,15 @@ class Store:
             raise StoreError(f"store {self.path} has no committed shards yet")
         # Whole-object reads: plain HTTP servers (python -m http.server) have no range requests,
         # which pyarrow's footer-first Parquet reads need; per-shard tables are small.
-        return pa.concat_tables([pq.read_table(pa.BufferReader(self._fs.cat_file(p))) for p in paths],
-                                promote_options="default")
+        return pa.concat_tables([self._read_table(p) for p in paths], promote_options="default")
+
+    def _read_table(self, path: str) -> pa.Table:
+        try:
+            return pq.read_table(pa.BufferReader(self._fs.cat_file(path)))
+        except FileNotFoundError:
+            raise StoreError(f"{path} is missing (run `layerprobe validate` on the store)") from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise StoreError(f"{path} is corrupt ({exc}; run `layerprobe validate` on the store)") from None
 
     @cached_property
     def tokens(self) -> pa.Table:
@@ -114,7 +129,20 @@ class Store:
 
     @cached_property
     def _hidden(self) -> zarr.Array:
-        return self._root[layout.HIDDEN]
+        hidden = self._root[layout.HIDDEN]
+        if hidden.dtype != np.dtype(self.manifest["dtype"]):
+            raise StoreError(f"{self.path}: hidden_states is {hidden.dtype} but the manifest says "
+                             f"{self.manifest['dtype']} (run `layerprobe validate` on the store)")
+        return hidden
+
+    @cached_property
+    def _coordinate_layers(self) -> list[int]:
+        """The `layer` array, which plain zarr/xarray readers label hidden_states' positions with."""
+        coord = [int(x) for x in self._root[layout.LAYER_COORD][:]]
+        if coord != self.layers:
+            raise StoreError(f"{self.path}: the layer array says {coord} but the manifest says {self.layers} "
+                             "(run `layerprobe validate` on the store)")
+        return coord
 
     def commit_record(self, shard_id: int | str) -> CommitRecord:
         return CommitRecord.model_validate(read_json(self._fs, join(self._base, layout.commit_record(shard_id))))
@@ -122,7 +150,7 @@ class Store:
     # -- data ------------------------------------------------------------------------------------
     def _layer_position(self, layer: int) -> int:
         try:
-            return self.layers.index(layer)
+            return self._coordinate_layers.index(layer)
         except ValueError:
             raise StoreError(f"layer {layer} is not in this store (stored: {self.layers})") from None
 
@@ -153,10 +181,18 @@ class Store:
             self._in_pool(place, pieces)
             return out
         rows = np.asarray(rows, dtype=np.int64)
-        array_rows = self.tokens.column("row").to_numpy()[rows]
-        uniq, inverse = np.unique(array_rows, return_inverse=True)
+        return self.array_rows(layer, self.tokens.column("row").to_numpy()[rows])
+
+    def array_rows(self, layer: int, array_rows) -> np.ndarray:
+        """Rows of `hidden_states` itself (the tokens table's `row` values) for one layer, reading
+        only their chunks; a missing or corrupt chunk is an error, never zeros."""
+        li = self._layer_position(layer)
+        uniq, inverse = np.unique(np.asarray(array_rows, dtype=np.int64), return_inverse=True)
         if uniq.size == 0:
-            return np.zeros((0, d), self._hidden.dtype)
+            return np.zeros((0, self._hidden.shape[2]), self._hidden.dtype)
+        if uniq[0] < 0 or uniq[-1] >= self._hidden.shape[1]:
+            raise StoreError(f"rows must be in [0, {self._hidden.shape[1]}); got {uniq[0]}..{uniq[-1]}")
+        n = self._hidden.chunks[1]
         return self._rows_from_chunks(lambda c: self._chunk_files.get((li, c, 0))[0], n, uniq)[inverse]
 
     def _rows_from_chunks(self, chunk, n: int, uniq: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import threading
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
+from zarr.errors import ZarrUserWarning
 
 from pipeline.errors import StoreError
 from pipeline.store import layout
@@ -73,7 +75,8 @@ def create_store(path: str, manifest: Manifest, plan: ShardPlan, *, d_model: int
                               dimension_names=("layer",), compressors=None)
     coord[:] = np.asarray(manifest.layers, dtype=np.int32)
     root.create_array(
-        # The static table is read whole or by token id, independently of the token rows: ~1 MiB chunks.
+        # The static table is read whole or by token id, independently of the token rows, so its
+        # chunks take the ~4 MiB default for its dtype whatever --chunk-rows says.
         layout.STATIC, shape=(vocab_size, d_model),
         chunks=(min(vocab_size, layout.default_chunk_rows(d_model, dtype.itemsize)), d_model),
         dtype=dtype, fill_value=0, dimension_names=layout.DIMS_STATIC, compressors=compressors,
@@ -88,6 +91,15 @@ def create_store(path: str, manifest: Manifest, plan: ShardPlan, *, d_model: int
 def write_manifest(path: str, manifest: Manifest, storage_options: dict | None = None) -> None:
     root = open_group(path, "r+", storage_options)
     root.attrs.put({layout.MANIFEST_ATTR: manifest.model_dump(mode="json")})
+
+
+def consolidate_metadata(path: str, storage_options: dict | None = None) -> None:
+    """Copy every array's metadata into the root zarr.json, once the store is complete. Hosts that
+    serve files but not directory listings (S3/GCS over https, nginx without autoindex) otherwise
+    show plain zarr and `xarray.open_zarr` an empty group; with it, one request opens everything."""
+    with warnings.catch_warnings():  # "not part of the v3 spec yet": zarr, xarray and we read it
+        warnings.simplefilter("ignore", category=ZarrUserWarning)
+        zarr.consolidate_metadata(open_group(path, "r+", storage_options).store, zarr_format=3)
 
 
 def _chunk_crcs(block: np.ndarray, chunk_rows: int) -> list[int]:

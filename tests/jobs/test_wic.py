@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from fake_store import make_conllu_store, make_wic_store
 
-from jobs.wic import accuracy_at, best_threshold, cosine, run_wic, zscore_batches, zscore_global
+from jobs.wic import accuracy_at, best_threshold, cosine, global_zscorer, run_wic, zscore_batches
 from pipeline.errors import LayerprobeError
 
 
@@ -26,9 +26,9 @@ def test_best_threshold_all_positive_goes_below_minimum():
     assert acc == 1.0 and thr < 0.4
 
 
-def test_zscore_global_uses_fit_statistics():
+def test_global_zscorer_uses_fit_statistics():
     fit = np.array([[0.0, 10.0], [2.0, 10.0]])
-    (out,) = zscore_global(fit, np.array([[1.0, 10.0], [3.0, 11.0]]))
+    out = global_zscorer(fit)(np.array([[1.0, 10.0], [3.0, 11.0]]))
     np.testing.assert_allclose(out, [[0.0, 0.0], [2.0, 1.0]])   # std 0 -> left unscaled
 
 

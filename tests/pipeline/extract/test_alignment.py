@@ -3,7 +3,7 @@ from bisect import bisect_right
 import numpy as np
 import pytest
 
-from pipeline.extract.alignment import SPACE_CODEPOINTS, align_batch, align_tokens, trim_span
+from pipeline.extract.alignment import SPACE_CODEPOINTS, align_batch, align_tokens
 from pipeline.extract.batching import token_budget_batches
 from pipeline.extract.variants import PROMPT_PREFIX, build_model_input
 from pipeline.readers.base import Example
@@ -25,7 +25,6 @@ def test_leading_space_of_bpe_tokens_is_trimmed_before_matching_words():
     words, target = align_tokens(text, offsets, [False] * 3, [(0, 3), (4, 8), (9, 11)], (4, 8))
     assert words.tolist() == [0, 1, 2]
     assert target.tolist() == [False, True, False]
-    assert trim_span(text, 3, 8) == (4, 8)
 
 
 def test_subwords_share_their_word_and_special_tokens_get_minus_one():
@@ -65,12 +64,20 @@ def test_token_budget_batches_respect_the_budget_and_sort_by_length():
     assert [lengths[i] for i in batches[1]] == [30, 30]
 
 
+def _trim(text, start, end):
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
 def _align_one_token_at_a_time(text, offsets, special, word_spans, target_span, target_is_last_token):
     """The rule written as the obvious per-token loop: the specification align_batch must equal."""
     word_id, is_target = [-1] * len(offsets), [False] * len(offsets)
     starts = [s for s, _ in word_spans]
     for i, ((s, e), sp) in enumerate(zip(offsets, special)):
-        s, e = trim_span(text, s, e)
+        s, e = _trim(text, s, e)
         if sp or e <= s:
             continue
         w = bisect_right(starts, s) - 1

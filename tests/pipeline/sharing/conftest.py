@@ -78,13 +78,25 @@ def http_root(built_store, wic_built_store, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def http_url(http_root):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory", str(http_root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+# A static host without directory listings (S3/GCS over https, nginx without autoindex): a
+# directory URL is a 404 even when files inside it exist.
+NO_LISTING_SERVER = r"""
+import functools, http.server, os, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def send_head(self):
+        if os.path.isdir(self.translate_path(self.path)):
+            self.send_error(404)
+            return None
+        return super().send_head()
+    def log_message(self, *args):
+        pass
+port, root = int(sys.argv[1]), sys.argv[2]
+http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=root)).serve_forever()
+"""
+
+
+def _serve(args: list[str], port: int):
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}"
@@ -95,6 +107,19 @@ def http_url(http_root):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def http_url(http_root):
+    port = free_port()
+    yield from _serve([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port),
+                       "--directory", str(http_root)], port)
+
+
+@pytest.fixture(scope="session")
+def http_url_no_listing(http_root):
+    port = free_port()
+    yield from _serve([sys.executable, "-c", NO_LISTING_SERVER, str(port), str(http_root)], port)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,10 +125,63 @@ def test_missing_commit_record_is_incomplete(store, capsys):
     assert "incomplete" in _one_line_error(capsys, 2, rc)
 
 
-def test_manifest_complete_but_commit_missing(store):
-    (store / "meta/commits/shard-00000.json").unlink()
+def test_commit_records_not_the_manifest_flag_decide_what_is_visible(store, capsys):
+    (store / "meta/commits/shard-00000.json").unlink()   # the manifest still says complete
     msgs = [str(p) for p in validate_store(str(store)).problems]
     assert "manifest: says complete but 1 commit record(s) are missing" in msgs
+    with pytest.raises(StoreError, match="incomplete"):
+        open_store(str(store))
+    assert 0 not in open_store(str(store), allow_incomplete=True).committed
+    rc = main(["export", str(store), "--layer", "1", "--to", str(store.parent / "x.parquet")])
+    assert "incomplete" in _one_line_error(capsys, 2, rc)
+
+
+def test_validate_finds_an_edited_manifest(store):
+    settings = open_store(str(store)).manifest["settings"]
+    _set_manifest(store, keep="targets")
+    msgs = [str(p) for p in validate_store(str(store)).problems]
+    assert msgs == ["manifest: keep='targets' but settings.keep='all'"]
+    _set_manifest(store, settings={**settings, "keep": "targets"})
+    msgs = [str(p) for p in validate_store(str(store)).problems]
+    assert len(msgs) == 1 and msgs[0].startswith("manifest: config_fingerprint") and "was edited" in msgs[0]
+
+
+def test_missing_or_corrupt_data_is_an_error_never_zeros(store, tmp_path, capsys):
+    (store / "hidden_states" / "c" / "1" / "1" / "0").unlink()            # layer position 1, rows 16-31
+    (store / "hidden_states" / "c" / "2" / "0" / "0").write_bytes(b"garbage" * 9)
+    st = open_store(str(store))
+    with pytest.raises(StoreError, match="chunk c/1/1/0 is missing"):
+        st.layer(st.layers[1], [20])
+    with pytest.raises(StoreError, match="chunk c/2/0/0 is corrupt"):
+        st.layer(st.layers[2])
+    for layer in (st.layers[1], st.layers[2]):
+        rc = main(["export", str(store), "--layer", str(layer), "--to", str(tmp_path / f"{layer}.parquet")])
+        assert "chunk c/" in _one_line_error(capsys, 2, rc)
+        assert not (tmp_path / f"{layer}.parquet").exists()
+    tokens = store / "meta/tables/tokens/shard-00000.parquet"
+    tokens.write_bytes(tokens.read_bytes()[:100])
+    with pytest.raises(StoreError, match="shard-00000.parquet is corrupt"):
+        open_store(str(store)).tokens
+
+
+def test_layer_array_and_dtype_must_agree_with_the_manifest(store):
+    layers = open_store(str(store)).layers
+    _set_manifest(store, layers=layers[::-1])
+    with pytest.raises(StoreError, match="the layer array says"):
+        open_store(str(store)).layer(layers[0])
+    _set_manifest(store, layers=layers, dtype="float16")
+    with pytest.raises(StoreError, match="hidden_states is float32 but the manifest says float16"):
+        open_store(str(store)).layer(layers[0])
+
+
+def test_complete_store_has_consolidated_metadata_checked_by_validate(store):
+    root = json.loads((store / "zarr.json").read_text())
+    listed = root["consolidated_metadata"]["metadata"]
+    assert {layout.HIDDEN, layout.LAYER_COORD, layout.STATIC} <= set(listed)
+    listed[layout.HIDDEN]["shape"][1] += 16
+    (store / "zarr.json").write_text(json.dumps(root))
+    msgs = [str(p) for p in validate_store(str(store)).problems]
+    assert msgs == ["consolidated metadata: hidden_states.shape differs from hidden_states/zarr.json"]
 
 
 def test_not_a_store(tmp_path, capsys):
@@ -227,6 +281,29 @@ def test_http_inspect_validate_export(http_url, built_store, tmp_path, capsys):
                                   open_store(str(built_store)).layer(2))
 
 
+def test_host_without_directory_listings(http_url_no_listing, http_root, built_store, capsys):
+    url = f"{http_url_no_listing}/s.zarr"
+    assert open_store(url).complete
+    assert main(["inspect", url]) == 0
+    out = capsys.readouterr().out
+    n = len(open_store(str(built_store)).plan.shards)
+    assert f"complete: {n}/{n} shards committed, static embeddings committed" in out
+    assert "bytes:      unknown" in out   # not "0 B"
+    import xarray as xr
+
+    ds = xr.open_zarr(url)                # consolidated metadata: no listing needed
+    np.testing.assert_array_equal(ds["hidden_states"].sel(layer=2).values[:10], open_store(str(built_store)).layer(2)[:10])
+    partial = http_root / "partial.zarr"
+    shutil.copytree(built_store, partial)
+    try:
+        (partial / "meta/commits/shard-00001.json").unlink()
+        with pytest.raises(StoreError, match="incomplete: 1 of"):
+            open_store(f"{http_url_no_listing}/partial.zarr")
+        assert 1 not in open_store(f"{http_url_no_listing}/partial.zarr", allow_incomplete=True).committed
+    finally:
+        shutil.rmtree(partial)
+
+
 def test_http_missing_store_is_one_line(http_url, capsys):
     rc = main(["validate", f"{http_url}/nope.zarr"])
     _one_line_error(capsys, 2, rc)
@@ -299,6 +376,7 @@ def test_export_parquet_and_dataset(built_store, tmp_path, capsys):
     assert main(["export", str(built_store), "--layer", "3", "--to", str(d)]) == 0
     ds = datasets.load_from_disk(str(d))
     assert ds.column_names == st.tokens.column_names + ["vector"]
+    assert json.loads(ds.info.description)["layer"] == 3    # provenance survives save_to_disk
     np.testing.assert_allclose(np.asarray(ds.with_format("numpy")["vector"]), st.layer(3))
 
 
@@ -349,7 +427,7 @@ def test_format_md_example_runs(built_store, tmp_path):
 def test_xarray_open_zarr(built_store):
     import xarray as xr
 
-    ds = xr.open_zarr(str(built_store), consolidated=False)
+    ds = xr.open_zarr(str(built_store))
     assert ds["hidden_states"].dims == ("layer", "row", "hidden")
     assert list(ds["layer"].values) == open_store(str(built_store)).layers
     np.testing.assert_array_equal(ds["hidden_states"].sel(layer=2).values[:10], open_store(str(built_store)).layer(2)[:10])
