@@ -22,7 +22,7 @@ def _cmd_polar(args) -> int:
 
     run_polar(store=args.store, out=args.out, fit=args.fit, eval=args.eval, rank=args.rank, epochs=args.epochs,
               lambda_angle=args.lambda_angle, beta_root=args.beta_root, seed=args.seed,
-              relations="full" if args.full_relations else "universal")
+              relations="full" if args.full_relations else "universal", include_punct=args.include_punct)
     return 0
 
 
@@ -34,28 +34,13 @@ def _cmd_linear(args) -> int:
     return 0
 
 
-def run_probe_by_name(name: str, *, store, out: str, **options) -> list[dict]:
-    """Run one probe with keyword options (as listed under `probes:` in a batch job spec)."""
-    if name == "wic":
-        from jobs.wic import run_wic as run
-    elif name == "polar":
-        from jobs.polar import run_polar as run
-    elif name == "linear":
-        from jobs.linear import run_linear as run
-    else:
-        raise LayerprobeError(f"unknown probe {name!r}: expected wic, polar or linear")
-    try:
-        return run(store=store, out=out, **options)
-    except TypeError as exc:  # an option the probe doesn't take
-        raise LayerprobeError(f"probe {name}: {exc}") from None
-
-
 def _common(p: argparse.ArgumentParser, fit: str, eval_: str | None) -> None:
     p.add_argument("--store", required=True, help="store path or URL")
     p.add_argument("--fit", default=fit, help=f"split to fit on: a name or a slice like 'dev[:80%%]' (default {fit})")
     p.add_argument("--eval", default=eval_,
                    help="comma-separated splits to score, e.g. 'dev,test' or 'dev[80%%:]' (default: "
-                        + (eval_ or "every other labelled split") + ")")
+                        + (eval_ or "every labelled split the fit selection does not draw from") + "); an eval "
+                        "selection sharing units with the fit selection is refused")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder for <probe>.csv/.json/.png")
 
@@ -70,20 +55,29 @@ def add_probe_parsers(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("wic", help="Word-in-Context: cosine of target vectors, threshold fit per layer")
     _common(p, "train", None)
     p.add_argument("--standardize", choices=["global", "batch", "none"], default="global",
-                   help="anisotropy removal: global (fit statistics), batch (per 30 pairs, as in "
-                        "'Fantastic Semantics'), none")
+                   help="anisotropy removal: global (z-score with the fit split's per-dimension mean/std), "
+                        "batch (as the 'Fantastic Semantics' reference code: consecutive batches of 30 pairs, "
+                        "each side's 30 vectors z-scored with their own statistics, not both sides pooled; a "
+                        "final batch under 15 pairs joins the previous one), none")
     p.add_argument("--threshold-grid", type=float, default=None, metavar="STEP",
                    help="search the threshold on a grid of this step in [-1, 1] (default: observed midpoints)")
     p.set_defaults(func=_cmd_wic)
 
     p = sub.add_parser("polar", help="polar probe (and the structural-probe baseline) on dependency trees")
     _common(p, "dev", "test")
-    p.add_argument("--rank", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=100, help="at most; training stops early when the fit loss stalls")
-    p.add_argument("--lambda-angle", type=float, default=0.01)
-    p.add_argument("--beta-root", type=float, default=0.01)
+    # defaults live in jobs.polar (imported lazily there: torch); these mirror them
+    p.add_argument("--rank", type=int, default=128, help="probe rank >= 1, capped at the model width (default 128)")
+    p.add_argument("--epochs", type=int, default=100,
+                   help="at most (>= 1); training stops when the loss on a held-out 10%% of the fit sentences stalls")
+    p.add_argument("--lambda-angle", type=float, default=1.0,
+                   help="weight of the angle term, both terms divided by their value at initialisation; "
+                        "0 = structural probe only (default 1.0, chosen on held-out EWT dev)")
+    p.add_argument("--beta-root", type=float, default=0.01, help="weight of the depth term (default 0.01)")
     p.add_argument("--full-relations", action="store_true",
                    help="keep relation subtypes (nmod:poss) instead of the universal part")
+    p.add_argument("--include-punct", action="store_true",
+                   help="score punctuation words too (default: words with UPOS PUNCT are left out of UUAS, "
+                        "LAS, label accuracy and DSpr, as Hewitt & Manning do)")
     p.set_defaults(func=_cmd_polar)
 
     p = sub.add_parser("linear", help="logistic-regression probe of word or example labels")

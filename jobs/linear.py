@@ -4,6 +4,11 @@ Word-level labels come from list columns with one value per word (`upos`, `depre
 `deprels` column's universal part, `xpos`, ...); a scalar example column gives example-level
 labels, the example's vector being the mean of its word vectors. Features are standardised with
 the fit split's statistics; the static embedding table is probed as layer `static`.
+
+Labels must be categorical, checked before any layer is read: numeric columns (head indices,
+positions, counts, scores) are refused, and so is a label with fewer than 2 classes or with more
+distinct values than half the labelled units of the fit split (an identifier such as sent_id). Eval
+selections sharing sentences (examples) with the fit selection are refused (jobs.splits).
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from jobs.results import write_results
-from jobs.splits import example_splits, parse_selector_list, select_units
+from jobs.results import Series, prepare_out_dir, write_results
+from jobs.splits import example_splits, parse_selector_list, select_fit_eval, split_names
 from jobs.storeio import model_info, resolve_store, store_location
 from jobs.words import mean_pool_matrix, word_pooling
 from pipeline.errors import LayerprobeError
@@ -85,19 +90,33 @@ class Items:
     types: list[str]
 
 
+def _value_type(examples, col: str):
+    import pyarrow as pa
+
+    t = examples.schema.field(col).type
+    return t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else t
+
+
+def _is_numeric(examples, col: str) -> bool:
+    import pyarrow as pa
+
+    t = _value_type(examples, col)
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+
+
 def _resolve_label(examples, label: str) -> tuple[str, bool]:
-    """(column, word_level)."""
+    """(column, word_level). Refuses numeric columns: they are quantities or pointers, not classes."""
     cols = examples.column_names
     col = label if label in cols else ALIASES.get(label, label)
     if col not in cols:
         import pyarrow as pa
 
         word_cols = [c for c in cols if pa.types.is_list(examples.schema.field(c).type)
-                     and c not in ("words", "word_char_start", "word_char_end")]
+                     and c not in ("words", "word_char_start", "word_char_end") and not _is_numeric(examples, c)]
         skip = {"example_id", "shard_id", "text", "input_text", "target_char_start", "target_char_end",
                 "target_word_id", "n_tokens", "truncated", "target_found"}
         ex_cols = [c for c in cols if c not in skip and c not in word_cols
-                   and not pa.types.is_list(examples.schema.field(c).type)]
+                   and not pa.types.is_list(examples.schema.field(c).type) and not _is_numeric(examples, c)]
         raise LayerprobeError(
             f"unknown label {label!r}; word-level label columns: {', '.join(word_cols) or '(none)'}"
             + (" (also 'deprel')" if "deprels" in word_cols else "")
@@ -105,7 +124,27 @@ def _resolve_label(examples, label: str) -> tuple[str, bool]:
         )
     import pyarrow as pa
 
+    if _is_numeric(examples, col):
+        raise LayerprobeError(
+            f"label {label!r} (column {col!r}) holds numbers ({_value_type(examples, col)}), not categories: "
+            "a linear probe classifies, and head indices, positions, counts or scores are not classes "
+            "(a word's head index means nothing outside its sentence); pick a categorical column such as "
+            "upos or deprel, or store integer category codes as strings")
     return col, pa.types.is_list(examples.schema.field(col).type)
+
+
+def check_categorical(label: str, labels: list[str], fit: str, unit: str) -> None:
+    """Refuse fit labels that cannot be classes: fewer than 2, or more distinct values than half
+    the labelled units (an identifier: every unit its own class, nothing to generalise)."""
+    n, k = len(labels), len(set(labels))
+    if k < 2:
+        raise LayerprobeError(f"label {label!r} has {k} class{'es' if k != 1 else ''} in the fit selection "
+                              f"{fit!r} ({n:,} labelled {unit}): a classifier needs at least 2")
+    if k > n / 2:
+        raise LayerprobeError(
+            f"label {label!r} is not categorical: {k:,} distinct values over {n:,} labelled {unit} in the fit "
+            f"selection {fit!r} (more than half the {unit} have a value of their own, like an identifier); "
+            "pick a label with a few classes, such as upos or deprel")
 
 
 def _norm_label(v, col) -> str | None:
@@ -120,6 +159,8 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
                max_iter: int = 1000, echo: bool = True) -> list[dict]:
     """Logistic-regression probe accuracy per layer (and static). Returns the result rows."""
     evals = parse_selector_list(eval) if isinstance(eval, str) else list(eval)
+    split_names(fit)          # a malformed --fit fails here, before any work
+    prepare_out_dir(out)
     s = resolve_store(store)
     ex = s.examples
     col, word_level = _resolve_label(ex, label)
@@ -128,7 +169,8 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
         raise LayerprobeError("this store has no word tokens (word_id >= 0), e.g. it kept only targets")
     ex_ids = ex.column("example_id").to_numpy()
     order = np.argsort(ex_ids, kind="stable")
-    splits = [example_splits(ex)[i] for i in order]
+    ex_splits = example_splits(ex)
+    splits = [ex_splits[i] for i in order]
     values = ex.column(col).to_pylist()
     words = ex.column("words").to_pylist()
     texts = ex.column("text").to_pylist() if "text" in ex.column_names else [" ".join(w) for w in words]
@@ -142,8 +184,11 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
         ex_pool = mean_pool_matrix(grp, len(ex_ids))
         has_words = np.bincount(grp, minlength=len(ex_ids)) > 0
 
-    def items(selector: str) -> tuple[Items, int]:
-        chosen = order[select_units(splits, selector)]
+    unit = "sentences" if word_level else "examples"
+    fit_units, eval_units = select_fit_eval(splits, fit, evals, unit=unit)
+
+    def items(units: np.ndarray) -> tuple[Items, int]:
+        chosen = order[units]
         g, y, t, dropped = [], [], [], 0
         for i in chosen.tolist():
             if word_level:
@@ -167,13 +212,14 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
                 g.append(i); y.append(lab); t.append(str(texts[i]).lower())
         return Items(np.array(g, dtype=np.int64), y, t), dropped
 
-    fit_items, fit_drop = items(fit)
+    fit_items, fit_drop = items(fit_units)
     if len(fit_items.labels) == 0:
         raise LayerprobeError(f"fit split {fit!r} has no labelled {'words' if word_level else 'examples'}")
+    check_categorical(label, fit_items.labels, fit, "words" if word_level else "examples")
     dropped = {fit: fit_drop}
     eval_items = []
-    for sel in evals:
-        it, d = items(sel)
+    for sel, units in zip(evals, eval_units):
+        it, d = items(units)
         dropped[sel] = d
         eval_items.append((sel, it))
     if control:
@@ -207,9 +253,15 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
                 "relations": "universal (subtype after ':' stripped)" if col in UNIVERSAL else None,
                 "control_task": "Hewitt & Liang 2019: label per lower-cased word type drawn from the fit "
                                 "label distribution" if control else None}
-    plot = ["accuracy", "control_accuracy"] if control else ["accuracy"]
-    write_results(out, "linear", rows, settings, plot, "accuracy", model, variant,
+    if control:
+        plot = [Series("accuracy", "probe accuracy", "-"),
+                Series("control_accuracy", "control-task accuracy", "--"),
+                Series("selectivity", "selectivity (probe - control)", "-", panel=1)]
+        ylabels = ["accuracy", "selectivity"]
+    else:
+        plot, ylabels = [Series("accuracy", "probe accuracy", "-")], ["accuracy"]
+    write_results(out, "linear", rows, settings, plot, ylabels, model, variant,
                   extra={"dropped_items": dropped,
                          "dropped_reason": "no label, or no token for the word (truncation)"},
-                  echo=echo)
+                  echo=echo, title_keys=("fit", "label"))
     return rows

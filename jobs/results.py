@@ -1,4 +1,10 @@
-"""Writing a probe's results: DIR/<probe>.csv, .json and .png, plus a plain-text table."""
+"""Writing a probe's results: DIR/<probe>.csv, .json and .png, plus a plain-text table.
+
+`prepare_out_dir(out)` checks (and creates) the output folder before a probe does any work.
+`write_results(..., plot_metrics=...)` takes column names, `(column, legend name)` pairs or `Series`
+(column, legend name, line style, panel, interval columns): one line per (series, eval split)
+against layer, panels stacked with a shared layer axis, the static row at its own `static` tick.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,31 @@ import csv
 import json
 import math
 import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pipeline.errors import LayerprobeError
 
 ROUND = 6
 
 
 def clean_value(v: Any) -> Any:
-    """Rounded floats (so reruns compare equal as text), numpy scalars as Python values, NaN -> None."""
-    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
-        v = v.item()
+    """Rounded floats (so reruns compare equal as text), numpy scalars/arrays as Python values,
+    NaN/inf -> None, recursively through dicts, lists and tuples (JSON has no NaN)."""
+    if isinstance(v, dict):
+        return {(k if k is None or isinstance(k, (str, int, float, bool)) else str(k)): clean_value(x)
+                for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [clean_value(x) for x in v]
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):   # numpy scalar or array
+        v = v.tolist()
+        if isinstance(v, list):
+            return clean_value(v)
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
     if isinstance(v, float):
         if math.isnan(v) or math.isinf(v):
             return None
@@ -64,60 +85,181 @@ def write_csv(path: Path, rows: list[dict]) -> None:
             w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
 
 
-def plot_metric(path: Path, rows: list[dict], metrics: list[str], title: str, ylabel: str) -> None:
-    """One line per (metric, eval split) against layer; the static row as a dashed horizontal line."""
+@dataclass(frozen=True)
+class Series:
+    """One plotted metric: `column` of the rows, drawn as `label` in the legend, with line style
+    `style`, on panel `panel` (0 = top); `ci` names the rows' lower/upper bound columns, drawn as
+    error bars."""
+
+    column: str
+    label: str | None = None
+    style: Any = None
+    panel: int = 0
+    ci: tuple[str, str] | None = None
+
+
+SERIES_STYLES = ["-", "--", "-.", (0, (5, 1, 1, 1, 1, 1))]   # ':' is kept for reference lines
+STATIC_STYLE = ":"
+STATIC_MARKERS = ["s", "D", "^", "v", "P", "X"]                 # one per series of a panel
+
+
+def as_series(metrics: Sequence) -> list[Series]:
+    """Column names, (column, legend name) pairs or Series -> Series, styles filled in per panel."""
+    out, used = [], {}
+    for m in metrics:
+        if isinstance(m, str):
+            m = Series(m)
+        elif isinstance(m, (tuple, list)):
+            m = Series(*m)
+        elif not isinstance(m, Series):
+            raise TypeError(f"plot metric must be a column name, (column, label) or Series, not {m!r}")
+        k = used.get(m.panel, 0)
+        used[m.panel] = k + 1
+        style = m.style if m.style is not None else SERIES_STYLES[k % len(SERIES_STYLES)]
+        out.append(Series(m.column, m.label or m.column, style, m.panel, m.ci))
+    return out
+
+
+def plot_title(probe: str, model: str, variant: str, settings: dict[str, Any] | None,
+               title_keys: Sequence[str] = ("fit",)) -> str:
+    """'wic: MODEL (base) | fit train, standardize global' (keys missing from settings left out)."""
+    head = f"{probe}: {model} ({variant})"
+    parts = []
+    for k in title_keys:
+        v = (settings or {}).get(k)
+        if v is None:
+            continue
+        if isinstance(v, (list, tuple)):
+            v = ",".join(map(str, v))
+        parts.append(f"{k} {v}")
+    return head + ("\n" + ", ".join(parts) if parts else "")
+
+
+def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, ylabel: str | Sequence[str],
+                hlines: Sequence[tuple[float, str]] = (), note: str | None = None):
+    """One line per (series, eval split) against layer; the static row as a square marker at its
+    own x tick labelled 'static' (left of the layers) plus a dotted horizontal reference line.
+    Colour = eval split, line style = series; series with `ci` get error bars. `ylabel` is one
+    label, or one per panel. `hlines`: (y, legend name) reference lines on the top panel (e.g.
+    chance), drawn grey and dotted. `note` is printed under the axes."""
     # Figure + the Agg canvas directly: no pyplot global state, no GUI backend, whatever is configured.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.2))
+    series = as_series(metrics)
+    n_panels = max([s.panel for s in series], default=0) + 1
+    ylabels = [ylabel] * n_panels if isinstance(ylabel, str) else list(ylabel) + [""] * n_panels
+    fig = Figure(figsize=(7.5, 3.2 + 2.4 * n_panels))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    axes = [fig.add_subplot(n_panels, 1, 1)]
+    for i in range(1, n_panels):
+        axes.append(fig.add_subplot(n_panels, 1, i + 1, sharex=axes[0]))
     splits = list(dict.fromkeys(r["split"] for r in rows))
-    styles = ["-", "--", ":", "-."]
-    color_i = 0
-    for mi, metric in enumerate(metrics):
+    layers = sorted({int(r["layer"]) for r in rows if r["layer"] != "static"})
+    has_static = any(r["layer"] == "static" for r in rows)
+    static_x = (layers[0] if layers else 0) - 1
+    color_of = {sp: f"C{i % 10}" for i, sp in enumerate(splits)}
+
+    def _bounds(r, ci):
+        lo, hi = (r.get(ci[0]), r.get(ci[1])) if ci else (None, None)
+        return (lo, hi) if lo is not None and hi is not None else (None, None)
+
+    marker_of, per_panel = {}, {}
+    for s in series:
+        k = per_panel.get(s.panel, 0)
+        per_panel[s.panel] = k + 1
+        marker_of[s.column] = STATIC_MARKERS[k % len(STATIC_MARKERS)]
+    for s in series:
+        ax = axes[s.panel]
         for split in splits:
-            color = f"C{color_i % 10}"
-            color_i += 1
-            pts = sorted(
-                (int(r["layer"]), r[metric]) for r in rows
-                if r["split"] == split and r["layer"] != "static" and r.get(metric) is not None
-            )
-            label = split if len(metrics) == 1 else f"{metric} ({split})"
+            color = color_of[split]
+            label = s.label if len(splits) == 1 else f"{s.label} ({split})"
+            pts = sorted((int(r["layer"]), r[s.column], *_bounds(r, s.ci)) for r in rows
+                         if r["split"] == split and r["layer"] != "static" and r.get(s.column) is not None)
             if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, styles[mi % len(styles)], marker="o", ms=3.5, color=color, label=label)
-            static = [r[metric] for r in rows if r["split"] == split and r["layer"] == "static" and r.get(metric) is not None]
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                ax.plot(xs, ys, linestyle=s.style, marker="o", ms=3.5, color=color, label=label)
+                if s.ci and all(p[2] is not None for p in pts):
+                    ax.errorbar(xs, ys, yerr=[[y - p[2] for y, p in zip(ys, pts)], [p[3] - y for y, p in zip(ys, pts)]],
+                                fmt="none", ecolor=color, elinewidth=0.9, capsize=2.5, alpha=0.8)
+            static = [r for r in rows if r["split"] == split and r["layer"] == "static" and r.get(s.column) is not None]
             if static:
-                ax.axhline(static[0], color=color, ls=(0, (4, 3)), lw=1.1, alpha=0.8, label=f"{label}, static")
-                ax.plot([pts[0][0] - 0.6 if pts else 0], [static[0]], marker="s", color=color, ms=5)
-    ax.set_xlabel("layer (hidden_states index; 0 = embedding output)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+                # the static row: a marker (one shape per series) at the 'static' tick, and a dotted
+                # reference line across the layers; the legend entry shows both
+                y = static[0][s.column]
+                m = marker_of[s.column]
+                ax.axhline(y, color=color, ls=STATIC_STYLE, lw=1.0, alpha=0.7)
+                lo, hi = _bounds(static[0], s.ci)
+                if lo is not None:
+                    ax.errorbar([static_x], [y], yerr=[[y - lo], [hi - y]], fmt="none", ecolor=color,
+                                elinewidth=0.9, capsize=2.5)
+                ax.plot([static_x], [y], marker=m, color=color, ms=5, linestyle=STATIC_STYLE, lw=1.0,
+                        label=f"static embedding: {label}")
+    for y, name in hlines:
+        axes[0].axhline(y, color="0.35", ls=STATIC_STYLE, lw=1.3, label=name)
+    ticks = ([static_x] if has_static else []) + (layers if len(layers) <= 16 else layers[::max(1, len(layers) // 12)])
+    labels = (["static"] if has_static else []) + [str(x) for x in ticks[1 if has_static else 0:]]
+    for i, ax in enumerate(axes):
+        ax.set_ylabel(ylabels[i])
+        ax.grid(alpha=0.3)
+        if has_static and layers:
+            ax.axvline(static_x + 0.5, color="0.6", lw=0.8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best", handlelength=3.5)
+        if i < len(axes) - 1:
+            ax.tick_params(labelbottom=False)
+    axes[-1].set_xticks(ticks)
+    axes[-1].set_xticklabels(labels)
+    axes[-1].set_xlabel("layer (hidden_states index; 0 = embedding output)")
+    axes[0].set_title(title, fontsize=10)
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=7, color="0.3", va="bottom", ha="left", wrap=True)
+    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
     fig.savefig(path, dpi=110)
+    return fig
+
+
+def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Check the output folder before any work: create it (with parents) and make sure a file can be
+    written in it. One LayerprobeError naming the folder and the reason otherwise."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LayerprobeError(f"--out {os.fspath(out)!r} exists and is not a folder: give a folder path "
+                              "(the probe writes <probe>.csv/.json/.png into it)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise LayerprobeError(f"cannot write results to --out {os.fspath(out)!r}: "
+                              f"{exc.strerror or exc.__class__.__name__}") from None
+    return out
 
 
 def write_results(out_dir: str | os.PathLike, probe: str, rows: list[dict], settings: dict[str, Any],
-                  plot_metrics: list[str], ylabel: str, model: str, variant: str,
-                  extra: dict[str, Any] | None = None, echo: bool = True) -> dict[str, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+                  plot_metrics: Sequence, ylabel: str | Sequence[str], model: str, variant: str,
+                  extra: dict[str, Any] | None = None, echo: bool = True, *,
+                  title_keys: Sequence[str] = ("fit",), hlines: Sequence[tuple[float, str]] = (),
+                  plot_note: str | None = None) -> dict[str, Path]:
+    """Write DIR/<probe>.csv/.json/.png (and print the table). `plot_metrics`: column names,
+    (column, legend name) pairs or Series (see plot_metric); `ylabel`: one, or one per panel;
+    `title_keys`: settings shown in the plot title; `hlines`: (y, name) reference lines."""
+    out = prepare_out_dir(out_dir)
     rows = clean_rows(rows)
     paths = {"csv": out / f"{probe}.csv", "json": out / f"{probe}.json", "png": out / f"{probe}.png"}
     write_csv(paths["csv"], rows)
-    doc = {"probe": probe, "model": model, "variant": variant, "settings": settings}
+    doc = {"probe": probe, "model": model, "variant": variant, "settings": clean_value(settings)}
     if extra:
-        doc.update({k: clean_value(v) if not isinstance(v, (dict, list)) else v for k, v in extra.items()})
+        doc.update(clean_value(extra))
     doc["columns"] = columns_of(rows)
     doc["results"] = rows
     with open(paths["json"], "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=False, default=str)
+        # allow_nan=False: a NaN that slipped past clean_value is an error here, never invalid JSON.
+        json.dump(doc, f, indent=2, sort_keys=False, default=str, allow_nan=False)
         f.write("\n")
-    plot_metric(paths["png"], rows, plot_metrics, f"{probe}: {model} ({variant})", ylabel)
+    plot_metric(paths["png"], rows, plot_metrics, plot_title(probe, model, variant, settings, title_keys),
+                ylabel, hlines=hlines, note=plot_note)
     if echo:
         print(format_table(rows))
     return paths

@@ -4,6 +4,11 @@ A selector picks *units* (examples, or WiC pairs so a pair is never separated) b
 of each unit, in unit order; a bracketed slice follows the `datasets` syntax (percent boundaries
 rounded to the closest unit, as `datasets` does by default; negative boundaries count from the
 end). `all` means every unit (the only choice for stores without a `split` column).
+
+Fit and eval selections must not share units: `select_fit_eval` (or `check_disjoint`, for probes
+that select themselves) refuses an eval selection that overlaps the fit selection, naming both
+selectors and the number of shared units; `default_evals` lists the splits a fit selector does not
+touch (by parsed split name, so `train[:80%]` excludes all of `train`).
 """
 
 from __future__ import annotations
@@ -103,3 +108,51 @@ def example_splits(examples) -> list[str | None]:
     if "split" not in examples.column_names:
         return [None] * examples.num_rows
     return examples.column("split").to_pylist()
+
+
+def split_names(selector: str) -> list[str]:
+    """The split names a selector draws from: 'train[:80%]+dev' -> ['train', 'dev']."""
+    return list(dict.fromkeys(p.name for p in parse_selector(selector)))
+
+
+def default_evals(available: Sequence[str], fit: str,
+                  preferred: Sequence[str] = ("train", "dev", "validation", "test")) -> list[str]:
+    """The splits of `available` that the fit selector does not draw from at all (by parsed split
+    name: a fit of `train[:80%]` excludes the whole of `train`; a fit of `all` excludes everything),
+    the usual names first in `preferred` order, then the others sorted."""
+    used = set(split_names(fit))
+    if "all" in used and "all" not in available:
+        return []
+    avail = [a for a in dict.fromkeys(available) if a and a not in used]
+    return [a for a in preferred if a in avail] + sorted(a for a in avail if a not in preferred)
+
+
+def check_disjoint(unit_splits: Sequence[str | None], fit: str, evals: Sequence[str],
+                   unit: str = "units") -> None:
+    """Raise LayerprobeError if any eval selector picks a unit that the fit selector picks.
+
+    A unit is whatever the probe keeps together (a WiC pair, a sentence); the message names both
+    selectors and the number of shared units."""
+    fit_idx = select_units(unit_splits, fit)
+    _refuse_overlap(fit, fit_idx, [(sel, select_units(unit_splits, sel)) for sel in evals], unit)
+
+
+def select_fit_eval(unit_splits: Sequence[str | None], fit: str, evals: Sequence[str],
+                    unit: str = "units") -> tuple[np.ndarray, list[np.ndarray]]:
+    """(fit indices, [indices of each eval selector]), refusing eval selections that share units
+    with the fit selection (see check_disjoint)."""
+    fit_idx = select_units(unit_splits, fit)
+    eval_idx = [(sel, select_units(unit_splits, sel)) for sel in evals]
+    _refuse_overlap(fit, fit_idx, eval_idx, unit)
+    return fit_idx, [idx for _, idx in eval_idx]
+
+
+def _refuse_overlap(fit: str, fit_idx: np.ndarray, evals: list[tuple[str, np.ndarray]], unit: str) -> None:
+    for sel, idx in evals:
+        shared = np.intersect1d(fit_idx, idx)
+        if len(shared):
+            raise LayerprobeError(
+                f"eval selection {sel!r} shares {len(shared):,} of its {len(np.unique(idx)):,} {unit} with "
+                f"fit selection {fit!r}: scoring on what was fitted would inflate the result; pick disjoint "
+                f"selections, e.g. --fit '{split_names(fit)[0]}[:80%]' --eval '{split_names(fit)[0]}[80%:]'"
+            )

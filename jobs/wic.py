@@ -1,9 +1,15 @@
 """Word-in-Context probe (Pilehvar & Camacho-Collados 2019; the layer-wise protocol of
 'Fantastic Semantics', arXiv 2403.01509).
 
-Per layer: target vector of each side (mean of its is_target tokens; the static row uses the input
-embedding rows of the same tokens), optional anisotropy removal (z-scoring), cosine similarity of
-the two sides, a threshold chosen on the fit split, accuracy on each eval split.
+Per layer: target vector of each side (mean of its is_target tokens), optional anisotropy removal
+(z-scoring), cosine similarity of the two sides, a threshold chosen on the fit split, accuracy on
+each eval split with a 95% interval (binomial normal approximation over the eval pairs).
+
+The static row uses input-embedding rows: of the is_target tokens (base, repeat), or, in the prompt
+variant, of the target word's own tokens in the sentence (word_id == target_word_id), because the
+prompt's target token is the template's final '"', the same token in every example. A prompt store
+extracted with --keep targets lacks those tokens: the static row is then left out and the JSON says
+why. Eval selections sharing pairs with the fit selection are refused (jobs.splits).
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from jobs.results import write_results
-from jobs.splits import parse_selector_list, select_units
+from jobs.results import Series, prepare_out_dir, write_results
+from jobs.splits import default_evals, parse_selector_list, select_fit_eval, split_names
 from jobs.storeio import model_info, require_columns, resolve_store, source_format, store_location
-from jobs.words import Pooling, target_pooling
+from jobs.words import Pooling, target_pooling, target_word_pooling
 from pipeline.errors import LayerprobeError
 
 STANDARDIZE_MODES = ("global", "batch", "none")
@@ -41,17 +47,35 @@ def global_zscorer(fit_vectors: np.ndarray):
     return lambda x: (np.asarray(x, dtype=np.float64) - mu) / sd
 
 
+def batch_slices(n: int, batch_pairs: int = BATCH_PAIRS) -> list[slice]:
+    """Consecutive batches of `batch_pairs` pairs; a final batch smaller than half a batch is merged
+    into the previous one (a batch of one pair z-scores to zero vectors: no similarity at all)."""
+    if batch_pairs < 1:
+        raise LayerprobeError(f"batch size must be at least 1 pair, got {batch_pairs}")
+    starts = list(range(0, n, batch_pairs))
+    if len(starts) > 1 and n - starts[-1] < batch_pairs / 2:
+        starts.pop()
+    bounds = starts + [n]
+    return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 def zscore_batches(a: np.ndarray, b: np.ndarray, batch_pairs: int = BATCH_PAIRS) -> tuple[np.ndarray, np.ndarray]:
-    """'Fantastic Semantics' standardisation: consecutive batches of `batch_pairs` pairs, each
-    standardised with the per-dimension mean/std of its own 2*batch_pairs vectors (both sides)."""
+    """'Fantastic Semantics' anisotropy removal, as its reference code does it (RyanLiut/LLM_LexSem,
+    main.py: `cosine_similarity(anisotropy_removal(batch_rep_1), anisotropy_removal(batch_rep_2))`
+    over batches of 30 sentences): pairs are cut into consecutive batches of `batch_pairs` (in the
+    selection's order), and each SIDE's batch is z-scored separately with the per-dimension mean/std
+    of its own `batch_pairs` vectors (side a with side a's statistics, side b with side b's), not
+    both sides pooled. Differences from the reference: std with ddof=0 instead of torch's ddof=1
+    plus 1e-6 (both sides of a batch share the same size, so the cosine is unchanged up to that
+    epsilon), and a final batch smaller than half a batch is merged into the previous one (the
+    reference keeps it as is; a one-pair batch would give zero vectors)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     out_a, out_b = np.empty_like(a), np.empty_like(b)
-    for start in range(0, len(a), batch_pairs):
-        sl = slice(start, start + batch_pairs)
-        mu, sd = _safe_std(np.concatenate([a[sl], b[sl]]))
-        out_a[sl] = (a[sl] - mu) / sd
-        out_b[sl] = (b[sl] - mu) / sd
+    for sl in batch_slices(len(a), batch_pairs):
+        for x, out in ((a, out_a), (b, out_b)):
+            mu, sd = _safe_std(x[sl])
+            out[sl] = (x[sl] - mu) / sd
     return out_a, out_b
 
 
@@ -62,6 +86,16 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     nb = np.sqrt(np.einsum("ij,ij->i", b, b))
     den = np.where((na > 0) & (nb > 0), na * nb, 1.0)
     return np.einsum("ij,ij->i", a, b) / den
+
+
+def binomial_ci95(acc: float, n: int) -> tuple[float | None, float | None]:
+    """95% interval of an accuracy over n independent pairs, normal approximation to the binomial:
+    acc +- 1.96 sqrt(acc (1 - acc) / n), clipped to [0, 1]. It covers the sampling of the eval pairs
+    given the threshold, not the threshold's own fitting noise."""
+    if n <= 0 or acc is None or not np.isfinite(acc):
+        return None, None
+    half = 1.959964 * float(np.sqrt(acc * (1.0 - acc) / n))
+    return max(0.0, acc - half), min(1.0, acc + half)
 
 
 def accuracy_at(sims: np.ndarray, labels: np.ndarray, threshold: float) -> float:
@@ -181,45 +215,62 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
     """WiC accuracy per layer (and for the static embedding table). Returns the result rows."""
     if standardize not in STANDARDIZE_MODES:
         raise LayerprobeError(f"unknown --standardize {standardize!r}: expected {', '.join(STANDARDIZE_MODES)}")
+    split_names(fit)          # a malformed --fit fails here, before any work
+    prepare_out_dir(out)
     s = resolve_store(store)
     pairs, pooling = load_pairs(s)
     if eval is None:
-        # Default: every other split of the store that has labels (WiC's test gold is often withheld).
-        labelled = {sp for sp, lab in zip(pairs.split, pairs.label) if lab is not None}
-        evals = [sp for sp in ("train", "dev", "test") if sp in labelled and sp != fit]
-        evals += sorted(sp for sp in labelled if sp not in ("train", "dev", "test", fit))
+        # Default: every labelled split the fit selector does not draw from (WiC's test gold is often
+        # withheld). By split name: --fit 'train[:80%]' leaves all of train out of the default.
+        labelled = [sp for sp, lab in zip(pairs.split, pairs.label) if lab is not None]
+        evals = default_evals(labelled, fit)
         if not evals:
-            raise LayerprobeError(f"no labelled split besides {fit!r} to evaluate on; pass --eval, e.g. "
-                                  f"--eval '{fit}[80%:]' with --fit '{fit}[:80%]'")
+            name = split_names(fit)[0]
+            raise LayerprobeError(f"no labelled split that the fit selection {fit!r} leaves out; pass --eval, "
+                                  f"e.g. --fit '{name}[:80%]' --eval '{name}[80%:]'")
     else:
         evals = parse_selector_list(eval) if isinstance(eval, str) else list(eval)
 
-    def pick(selector: str):
-        idx = select_units(pairs.split, selector)
+    fit_all, evals_all = select_fit_eval(pairs.split, fit, evals, unit="pairs")
+
+    def usable(idx: np.ndarray):
         ok = idx[pairs.valid[idx]]
         return ok, int(len(idx) - len(ok))
 
-    fit_idx, fit_excluded = pick(fit)
+    fit_idx, fit_excluded = usable(fit_all)
     if len(fit_idx) == 0:
         raise LayerprobeError(f"fit split {fit!r} has no usable pairs")
     y_fit = _labels_or_error(pairs, fit_idx, fit)
     eval_sets = []
     excluded = {fit: fit_excluded}
-    for sel in evals:
-        idx, n_ex = pick(sel)
+    for sel, raw in zip(evals, evals_all):
+        idx, n_ex = usable(raw)
         excluded[sel] = n_ex
         eval_sets.append((sel, idx, _labels_or_error(pairs, idx, sel)))
 
-    layer_list = list(s.layers) if layers is None else list(layers)
-    todo = (["static"] if static and hasattr(s, "static_embeddings") else []) + layer_list
-    rows = []
-    for layer, vecs in pooling.layers(s, todo):
+    model, variant = model_info(s)
+    notes: dict[str, Any] = {}
+    static_src = None      # (pooling, group of side a, group of side b) for the static row
+    if static and hasattr(s, "static_embeddings"):
+        if variant == "prompt":
+            static_src, notes["static"] = _prompt_static_source(s, pairs, fit_idx, [i for _, i, _ in eval_sets])
+        else:
+            static_src = (pooling, pairs.a_group, pairs.b_group)
+            notes["static"] = "mean of the input-embedding rows of the is_target tokens"
+    if variant == "prompt":
+        notes["layer_0"] = (
+            "prompt variant: the target position is the template's final '\"', the same token in every "
+            "example, so its layer-0 vector (embedding output: token + position (+ type) embedding, "
+            "normalised) differs between the two sides only by position; layer 0 measures position, "
+            "not meaning (expect chance)")
+
+    def score(layer, vecs, ga, gb) -> None:
         # Global z-scoring: one mean/std per layer, from the fit split's vectors, for every split.
-        scale = (global_zscorer(np.concatenate([vecs[pairs.a_group[fit_idx]], vecs[pairs.b_group[fit_idx]]]))
+        scale = (global_zscorer(np.concatenate([vecs[ga[fit_idx]], vecs[gb[fit_idx]]]))
                  if standardize == "global" else None)
 
         def similarities(idx):
-            a, b = vecs[pairs.a_group[idx]], vecs[pairs.b_group[idx]]
+            a, b = vecs[ga[idx]], vecs[gb[idx]]
             if standardize == "global":
                 a, b = scale(a), scale(b)
             elif standardize == "batch":
@@ -228,17 +279,55 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
 
         thr, fit_acc = best_threshold(similarities(fit_idx), y_fit, threshold_grid)
         for sel, idx, y in eval_sets:
-            rows.append({"layer": layer, "split": sel, "accuracy": accuracy_at(similarities(idx), y, thr),
+            acc = accuracy_at(similarities(idx), y, thr)
+            lo, hi = binomial_ci95(acc, len(idx))
+            rows.append({"layer": layer, "split": sel, "accuracy": acc, "ci95_low": lo, "ci95_high": hi,
                          "threshold": thr, "fit_accuracy": fit_acc, "n_pairs": int(len(idx))})
-    model, variant = model_info(s)
+
+    rows: list[dict] = []
+    if static_src is not None:
+        src, ga, gb = static_src
+        score("static", src.layer(s, "static"), ga, gb)
+    for layer, vecs in pooling.layers(s, list(s.layers) if layers is None else list(layers)):
+        score(layer, vecs, pairs.a_group, pairs.b_group)
     settings = {"store": store_location(store, s), "fit": fit, "eval": evals, "standardize": standardize,
                 "batch_pairs": BATCH_PAIRS if standardize == "batch" else None,
+                "batching": (f"consecutive batches of {BATCH_PAIRS} pairs in selection order (a final batch "
+                             f"under {BATCH_PAIRS // 2} pairs joins the previous one); each side's batch "
+                             "z-scored with its own statistics, as in the reference code")
+                if standardize == "batch" else None,
                 "threshold_grid": threshold_grid, "seed": seed,
-                "target_vector": "mean of is_target tokens; static: mean of their input-embedding rows",
-                "decision": "same sense iff cosine > threshold (chosen on the fit split)"}
-    write_results(out, "wic", rows, settings, ["accuracy"], "accuracy", model, variant,
-                  extra={"n_fit_pairs": int(len(fit_idx)),
+                "target_vector": "mean of is_target tokens",
+                "decision": "same sense iff cosine > threshold (chosen on the fit split)",
+                "interval": "ci95_low/ci95_high: binomial normal approximation over the eval pairs, "
+                            "acc +- 1.96 sqrt(acc (1 - acc) / n_pairs)"}
+    write_results(out, "wic", rows, settings,
+                  [Series("accuracy", "accuracy", ci=("ci95_low", "ci95_high"))], "accuracy",
+                  model, variant,
+                  extra={**notes, "n_fit_pairs": int(len(fit_idx)),
                          "excluded_pairs": excluded,
                          "excluded_pairs_reason": "target_found false (or no target tokens / a side missing)"},
-                  echo=echo)
+                  echo=echo, title_keys=("fit", "standardize"), hlines=[(0.5, "chance (0.5)")],
+                  plot_note="error bars: 95% binomial normal-approximation intervals over the eval pairs")
     return rows
+
+
+def _prompt_static_source(s, pairs: WicPairs, fit_idx: np.ndarray, eval_idx: list[np.ndarray]):
+    """((pooling, group a, group b) or None, note) for the prompt variant's static row: the target
+    word's own tokens in the sentence (word_id == target_word_id)."""
+    used = np.unique(np.concatenate([fit_idx, *eval_idx]))
+    wanted = np.concatenate([pairs.a_example[used], pairs.b_example[used]])
+    wp = target_word_pooling(s.tokens, s.examples, wanted)
+    ga, gb = wp.lookup(pairs.a_example), wp.lookup(pairs.b_example)
+    missing = int(np.sum((ga[used] < 0) | (gb[used] < 0)))
+    if missing == 0:
+        return (wp, ga, gb), ("prompt variant: mean of the input-embedding rows of the target word's own tokens "
+                              "in the sentence (word_id == target_word_id); the prompt's target token itself "
+                              "(the final '\"') has the same static row in every example")
+    keep = (s.manifest or {}).get("keep")
+    why = (f"the store was extracted with --keep {keep}, so it lacks the target word's own tokens"
+           if keep == "targets" else f"{missing} of the {len(used)} pairs lack tokens of the target word "
+           "(word_id == target_word_id)")
+    return None, ("not computed: in the prompt variant the target token is the template's final '\"', whose "
+                  "static embedding is the same for both sides of every pair (constant cosine, chance accuracy), "
+                  f"and the static row needs the target word's own tokens instead; {why}")

@@ -115,6 +115,28 @@ def target_pooling(tokens, example_ids=None) -> Pooling:
     return build_pooling(ex, np.zeros_like(ex), tokens.column("token_id").to_numpy(), mask)
 
 
+def target_word_pooling(tokens, examples, example_ids=None) -> Pooling:
+    """One group per example: the mean of the tokens of its target word (word_id equal to the
+    example's target_word_id), for the given examples (all when None). Examples without a target
+    word, or whose word tokens were not kept, get no group."""
+    ex = tokens.column("example_id").to_numpy()
+    wid = tokens.column("word_id").to_numpy().astype(np.int64)
+    if "target_word_id" not in examples.column_names:
+        mask = np.zeros(len(ex), dtype=bool)
+    else:
+        e_ids = examples.column("example_id").to_numpy().astype(np.int64)
+        tw = np.array([-1 if v is None else int(v) for v in examples.column("target_word_id").to_pylist()],
+                      dtype=np.int64)
+        order = np.argsort(e_ids, kind="stable")
+        pos = np.clip(np.searchsorted(e_ids[order], ex), 0, max(len(order) - 1, 0))
+        known = (e_ids[order][pos] == ex) if len(order) else np.zeros(len(ex), dtype=bool)
+        target_of_row = np.where(known, tw[order][pos] if len(order) else -1, -1)
+        mask = (wid >= 0) & (wid == target_of_row)
+    if example_ids is not None:
+        mask &= np.isin(ex, np.asarray(example_ids, dtype=np.int64))
+    return build_pooling(ex, np.zeros_like(ex), tokens.column("token_id").to_numpy(), mask)
+
+
 def pool_example_words(word_example_id: np.ndarray, word_vecs: np.ndarray, example_ids: np.ndarray) -> np.ndarray:
     """Mean of each example's word vectors, [len(example_ids), d] (zeros for an example with none)."""
     order = {int(e): i for i, e in enumerate(example_ids)}

@@ -44,7 +44,8 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--allow-pickle", action="store_true", help="allow non-safetensors checkpoints")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the layerprobe store at --out (never anything that is not one)")
     p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else 1)")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (auto, ray://host:port)")
     p.add_argument("--executor", default="ray", choices=["ray", "local"],
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_line(exc: OSError) -> str:
+    what = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    paths = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    return f"{what}: {' -> '.join(paths)}" if paths else f"{what} ({type(exc).__name__})"
+
+
 def main(argv: list[str] | None = None) -> int:
     # First, before any thread exists: capped malloc arenas keep an extraction's RSS from creeping
     # shard after shard (pipeline/extract/heap.py); a no-op off glibc or if MALLOC_ARENA_MAX is set.
@@ -146,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     except LayerprobeError as exc:
         print(f"layerprobe: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A path the OS refused (no such directory, permission, a file where a folder should be),
+        # wherever it surfaced (zarr, fsspec, pyarrow): the user's to fix, so one line, not a traceback.
+        print(f"layerprobe: error: {_os_error_line(exc)}", file=sys.stderr)
+        return LayerprobeError.exit_code
     except KeyboardInterrupt:
         print("layerprobe: interrupted (re-run the same command to resume)", file=sys.stderr)
         return 130

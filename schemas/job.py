@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 # Input tokens per shard (the unit of work, commit and resume). Each shard pays ~0.15 s that overlaps
 # nothing (worker tokenisation, the last block's write, Parquet + commit): noise against the ~30 s a
@@ -53,14 +53,21 @@ class ExtractSpec(BaseModel):
     @field_validator("layers", mode="before")
     @classmethod
     def _parse_layers(cls, v):
+        # Only turns the CLI's string form into a list; the values are checked after type validation,
+        # so a non-integer entry (`layers: [a]`) is a validation error, not a TypeError in here.
         if isinstance(v, str) and v != "all":
             try:
                 v = [int(x) for x in v.split(",") if x.strip()]
             except ValueError:
-                raise ValueError(f"--layers must be 'all' or comma-separated integers, got {v!r}")
+                raise ValueError(f"layers must be 'all' or comma-separated integers, got {v!r}")
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _check_layers(cls, v):
         if isinstance(v, list):
             if not v:
-                raise ValueError("--layers is empty")
+                raise ValueError("layers is empty")
             if any(x < 0 for x in v):
                 raise ValueError("layer indices are HF hidden_states indices and must be >= 0")
             v = sorted(set(v))
@@ -98,21 +105,24 @@ class BatchJobSpec(BaseModel):
     models: list[str] = Field(min_length=1)
     datasets: list[str] = Field(min_length=1)
     variants: list[Variant] = Field(default_factory=lambda: ["base"], min_length=1)
-    layers: list[int] | Literal["all"] = "all"
+    layers: list[StrictInt] | Literal["all"] = "all"  # strict, as the counts below: `[yes]` is no layer
     dtype: StoredDtype = "float32"
     keep: Literal["all", "targets"] = "all"
     format: SourceFormat = "auto"
     text_column: str = "text"
-    workers: int | None = Field(None, ge=1, description="default: one per GPU in the cluster, else 1; "
+    # Counts are strict integers: YAML turns `workers: yes` into True and pydantic would take that
+    # as 1, and `limit: "10"` or `2.0` are typos, not numbers; `layerprobe extract`'s argparse
+    # (type=int) refuses all of these too.
+    workers: int | None = Field(None, ge=1, strict=True, description="default: one per GPU in the cluster, else 1; "
                                 "set it on autoscaling clusters that start with no GPU nodes")
-    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=1)
-    shard_tokens: int = Field(DEFAULT_SHARD_TOKENS, ge=1)
-    max_length: int | None = Field(None, ge=1)
+    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, ge=1, strict=True)
+    shard_tokens: int = Field(DEFAULT_SHARD_TOKENS, ge=1, strict=True)
+    max_length: int | None = Field(None, ge=1, strict=True)
     model_dtype: ModelDtype = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     codec: Literal["blosc-lz4", "zstd", "none"] = "blosc-lz4"
     trust_remote_code: bool = False
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, strict=True)
     probes: list[ProbeSpec] = Field(default_factory=list)
 
     @field_validator("probes", mode="before")
@@ -127,3 +137,16 @@ class BatchJobSpec(BaseModel):
     @classmethod
     def _parse_layers(cls, v):
         return ExtractSpec._parse_layers(v)
+
+    @field_validator("layers")
+    @classmethod
+    def _check_layers(cls, v):
+        return ExtractSpec._check_layers(v)
+
+    @model_validator(mode="after")
+    def _check(self):
+        # The same rule ExtractSpec applies per store, checked once here so the job is refused before
+        # the other combinations spend their extraction time.
+        if "prompt" in self.variants and self.format == "conllu":
+            raise ValueError("the prompt variant needs a target word; CoNLL-U sources have none")
+        return self

@@ -4,33 +4,123 @@ stores, then run the listed probes on each. A failed combination doesn't stop th
 
 from __future__ import annotations
 
+import codecs
+import importlib
+import inspect
 import logging
+import re
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
-from pipeline.errors import LayerprobeError
+from pipeline.errors import LayerprobeError, StoreError
 from schemas.job import BatchJobSpec, ExtractSpec
 
 log = logging.getLogger(__name__)
 
+# Byte order marks a Windows editor may write ("Unicode" = UTF-16 LE). UTF-32 LE's mark starts with
+# UTF-16 LE's, so it is tried first; the utf-16/utf-32 codecs read the mark and drop it.
+_BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
 
-def load_job(path: str) -> BatchJobSpec:
+
+def _read_text(path: str) -> str:
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise LayerprobeError(f"job spec not found: {path}") from None
+    except OSError as exc:  # a directory, no permission
+        raise LayerprobeError(f"cannot read job spec {path}: {exc.strerror or exc}") from None
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise LayerprobeError(f"job spec {path} is not {encoding.upper().replace('-SIG', '')} text (byte "
+                              f"0x{exc.object[exc.start]:02x} at offset {exc.start}): save it as UTF-8") from None
+    if "\0" in text:  # ASCII saved as UTF-16/32 without a byte order mark decodes as UTF-8 with NULs
+        raise LayerprobeError(f"job spec {path} contains NUL bytes (UTF-16 without a byte order mark?): "
+                              "save it as UTF-8")
+    return text
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
+    """One line that says where: yaml's own str() spreads the problem, its context and their marks
+    over several lines, and its first line alone ("while parsing a flow sequence") says neither."""
+    def at(mark) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        msg = f"{at(mark)}: " if mark else ""
+        msg += exc.problem or exc.context or type(exc).__name__
+        if exc.problem and exc.context:
+            msg += f" ({exc.context}" + (f" at {at(exc.context_mark)})" if exc.context_mark else ")")
+    elif isinstance(exc, yaml.reader.ReaderError):  # a control character; it knows only its offset
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        msg = f"line {line}, column {column}: {str(exc).splitlines()[0]}"
+    else:
+        msg = str(exc)
+    return " ".join(msg.split())
+
+
+def load_job(path: str) -> BatchJobSpec:
+    text = _read_text(path)
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise LayerprobeError(f"job spec {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise LayerprobeError(f"job spec {path} is not valid YAML: {_yaml_error(exc, text)}") from None
     if not isinstance(raw, dict):
         raise LayerprobeError(f"job spec {path} must be a mapping with output, models, datasets")
     try:
-        return BatchJobSpec.model_validate(raw)
+        job = BatchJobSpec.model_validate(raw)
     except ValidationError as exc:
         from pipeline.cli import format_validation_error
 
         raise LayerprobeError(f"job spec {path}: {format_validation_error(exc)}") from None
+    for probe in job.probes:
+        problem = probe_option_problem(probe.name, probe.options)
+        if problem:
+            raise LayerprobeError(f"job spec {path}: {problem}")
+    return job
+
+
+# The function each probe name runs. Imported only to read its signature or run it: the jobs modules
+# import numpy/scipy at most at import time (torch, sklearn and the store readers load inside the
+# functions), so checking options costs well under a second.
+PROBE_FUNCTIONS = {"wic": ("jobs.wic", "run_wic"), "polar": ("jobs.polar", "run_polar"),
+                   "linear": ("jobs.linear", "run_linear")}
+# Set by the job for each store, not by the user.
+_SET_BY_JOB = ("store", "out")
+
+
+def probe_function(name: str):
+    module, func = PROBE_FUNCTIONS[name]
+    return getattr(importlib.import_module(module), func)
+
+
+def probe_option_problem(name: str, options: dict) -> str | None:
+    """What is wrong with a probe's options, judged by the keyword arguments its function takes, or
+    None. Checked before any extraction: a typo would otherwise surface only once every store is
+    written, and from inside the probe as a TypeError indistinguishable from a bug."""
+    params = inspect.signature(probe_function(name)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None  # takes anything: the function does its own checking
+    accepted = [n for n, p in params.items() if n not in _SET_BY_JOB
+                and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    set_by_job = [k for k in options if k in _SET_BY_JOB]
+    if set_by_job:
+        return (f"probe {name}: option {set_by_job[0]!r} is set by the job (each store's "
+                "<variant>-probes/<probe> folder); remove it")
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        return (f"probe {name} has no option {', '.join(repr(k) for k in unknown)} "
+                f"(valid options: {', '.join(accepted)})")
+    missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in options]
+    if missing:
+        return f"probe {name} needs option {', '.join(repr(k) for k in missing)}"
+    return None
 
 
 def component_name(path: str) -> str:
@@ -89,8 +179,14 @@ def run_batch_job(job_path: str, *, ray_address: str | None = None, executor: st
                 max_length=job.max_length, model_dtype=job.model_dtype, device=job.device, codec=job.codec,
                 trust_remote_code=job.trust_remote_code, limit=job.limit,
             )
-            result = run_extract(spec, executor=executor, workers=job.workers, ray_address=ray_address,
-                                 progress=progress)
+            existed = _exists(out)
+            try:
+                result = run_extract(spec, executor=executor, workers=job.workers, ray_address=ray_address,
+                                     progress=progress)
+            except StoreError as exc:
+                if not existed:
+                    raise
+                raise _for_run(exc, out) from None
             lines.append(f"ok      {name}: {result.summary()}")
             source_format = _source_format(out)
             for probe in job.probes:
@@ -120,6 +216,31 @@ def _resolve(path: str, base_dir: Path) -> str:
     return str(candidate) if candidate.exists() else path
 
 
+def _exists(path: str) -> bool:
+    from pipeline.store.fs import url_to_fs
+
+    fs, base = url_to_fs(path)
+    return fs.exists(base)
+
+
+def _for_run(exc: StoreError, out: str) -> StoreError:
+    """extract's refusal to reuse an existing path gives advice in its own flags (a new --out, or
+    --overwrite), which a job has neither of. A job deliberately has no `overwrite` field: it resumes
+    and skips its own stores, so overwriting would re-extract every store on every re-run. The
+    diagnosis is recognised by its fixed phrases (not by the advice, whose wording changes), and any
+    other StoreError passes through as it is."""
+    msg = str(exc).splitlines()[0]
+    if "is not a layerprobe store" in msg:
+        return StoreError(f"{out} already exists and is not a layerprobe store; a job never replaces it: "
+                          f"set the job's output to another folder, or move {out} away")
+    if "another configuration" in msg:
+        why = re.search(r"another configuration (\(.*\))[;:]", msg)
+        return StoreError(f"{out} holds a store from another configuration{' ' + why.group(1) if why else ''}; "
+                          "a job never replaces a store: set the job's output to another folder, or delete "
+                          "that store to extract it again")
+    return exc
+
+
 def _source_format(store: str) -> str:
     from pipeline.store import open_store
 
@@ -127,6 +248,7 @@ def _source_format(store: str) -> str:
 
 
 def _run_probe(probe, store: str, out_dir: str) -> None:
-    from jobs.cli import run_probe_by_name
-
-    run_probe_by_name(probe.name, store=store, out=out_dir, **probe.options)
+    # Called directly, not through jobs.cli.run_probe_by_name: that turns every TypeError into a
+    # "bad option" message, hiding real bugs; the options were already checked by load_job, so a
+    # TypeError here is a bug and keeps its traceback.
+    probe_function(probe.name)(store=store, out=out_dir, **probe.options)

@@ -8,6 +8,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from pipeline.extract.forward import StoreTarget
 from pipeline.extract.tokenize import encode_examples
 from pipeline.readers import read_source
 from pipeline.store import layout
-from pipeline.store.fs import join, url_to_fs
+from pipeline.store.fs import is_url, join, url_to_fs
 from pipeline.store.reader import committed_ids
 from pipeline.store.writer import consolidate_metadata, create_store, now_iso, write_manifest
 from schemas.job import ExtractSpec
@@ -40,12 +41,23 @@ class ExtractResult:
     seconds: float = 0.0
     plan: ShardPlan | None = None
     estimate: dict = field(default_factory=dict)
+    max_length: int = 0
+    n_truncated: int = 0                # examples cut to max_length
+    n_targets_lost: int = 0             # ... of which the target span lay past the cut
 
     def summary(self) -> str:
         rate = self.n_input_tokens / self.seconds if self.seconds else 0.0
         return (f"{self.store}: {self.status}; {self.n_shards} shards ({self.n_skipped} already done), "
                 f"{self.n_tokens:,} token rows stored, {self.bytes_written / 1e6:,.1f} MB, "
-                f"{self.seconds:,.1f} s, {rate:,.0f} input tokens/s")
+                f"{self.seconds:,.1f} s, {rate:,.0f} input tokens/s{self.truncation_note()}")
+
+    def truncation_note(self) -> str:
+        # Truncation changes what is stored, so it is said where the run ends, not only in a log line
+        # that scrolled past.
+        if not self.n_truncated:
+            return ""
+        lost = f", {self.n_targets_lost:,} targets lost to the cut" if self.n_targets_lost else ""
+        return f"; {self.n_truncated:,} examples truncated to max_length {self.max_length}{lost}"
 
 
 @dataclass
@@ -59,6 +71,8 @@ class Prepared:
     target: StoreTarget
     input_lengths: np.ndarray          # model-input tokens per example, int64
     estimate: dict
+    n_truncated: int = 0
+    n_targets_lost: int = 0
 
 
 def _versions() -> dict[str, str]:
@@ -84,10 +98,12 @@ def prepare(spec: ExtractSpec) -> Prepared:
     if layers[-1] > n_layers:
         raise LayerprobeError(f"--layers {layers[-1]} is out of range: {spec.model} has hidden_states "
                               f"0..{n_layers} (0 = embeddings, {n_layers} = last block)")
-    max_length = spec.max_length or model_loading.default_max_length(tokenizer, config)
+    max_length = _check_max_length(spec, config, tokenizer)
     if spec.padding_side != "auto":
         tokenizer.padding_side = spec.padding_side
-    lengths, kept, n_truncated = _measure(tokenizer, source.examples, spec.variant, max_length, spec.keep)
+    lengths, kept, n_truncated, n_lost = _measure(tokenizer, source.examples, spec.variant, max_length,
+                                                  spec.keep)
+    _warn_truncation(len(source.examples), n_truncated, n_lost, max_length, spec.keep)
     if spec.keep == "targets" and not kept.any():
         raise LayerprobeError("--keep targets, but no example has a target span (WiC data, or "
                               "target_start/target_end columns)")
@@ -127,25 +143,58 @@ def prepare(spec: ExtractSpec) -> Prepared:
     estimate = estimate_bytes(plan, n_layers=len(layers), d_model=d_model, itemsize=itemsize,
                               vocab_size=manifest.model.vocab_size,
                               compression_ratio=_expected_compression(spec.codec, spec.dtype))
-    return Prepared(spec, source, manifest, plan, target, lengths, estimate)
+    return Prepared(spec, source, manifest, plan, target, lengths, estimate, n_truncated, n_lost)
+
+
+def _check_max_length(spec: ExtractSpec, config, tokenizer) -> int:
+    """The max_length to encode with, refused here, before anything is written, when the model
+    cannot honour it."""
+    limit = model_loading.position_limit(config)
+    if spec.max_length is not None and limit is not None and spec.max_length > limit:
+        # Past the position table the forward pass dies in torch.embedding with an IndexError.
+        raise LayerprobeError(f"--max-length {spec.max_length} is more than {spec.model} can read: its "
+                              f"positions stop at {limit} tokens; use --max-length {limit} or less, or "
+                              "leave it unset for the model's own limit")
+    max_length = spec.max_length or model_loading.default_max_length(tokenizer, config)
+    # The tokenizer never cuts its own special tokens: asked for fewer tokens than it adds, it
+    # returns the text whole, and the store would hold untruncated rows under a smaller max_length.
+    n_special = tokenizer.num_special_tokens_to_add(pair=False)
+    if max_length < n_special + 1:
+        raise LayerprobeError(f"--max-length {max_length} leaves no room for text: the tokenizer of "
+                              f"{spec.model} adds {n_special} special token(s) to every example; use "
+                              f"--max-length {n_special + 1} or more")
+    return max_length
+
+
+def _warn_truncation(n_examples: int, n_truncated: int, n_lost: int, max_length: int, keep: str) -> None:
+    if n_truncated:
+        log.warning("%d of %d examples are longer than max_length %d tokens and are truncated: their "
+                    "tokens past the cut are not stored", n_truncated, n_examples, max_length)
+    if n_lost:
+        log.warning("%d target spans lie past the max_length %d cut and are lost (target_found false%s)",
+                    n_lost, max_length, "; those examples store no rows under --keep targets"
+                    if keep == "targets" else "")
 
 
 def _measure(tokenizer, examples, variant: str, max_length: int, keep: str,
-             block: int = 2048) -> tuple[np.ndarray, np.ndarray, int]:
-    """Input and kept token counts per example, and how many are truncated: all the plan needs.
+             block: int = 2048) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Input and kept token counts per example, how many are truncated, and how many of those lose
+    their target to the cut: all the plan (and the user) needs.
 
     Encoded in blocks and dropped: holding every example's encoding made the driver grow with the
     data (~700 B per token); the workers encode their own shards again."""
     lengths = np.zeros(len(examples), dtype=np.int64)
     kept = np.zeros(len(examples), dtype=np.int64)
-    n_truncated = 0
+    n_truncated = n_lost = 0
     for start in range(0, len(examples), block):
-        encoded = encode_examples(tokenizer, examples[start : start + block], variant, max_length,
-                                  first_example_id=start)
+        part = examples[start : start + block]
+        encoded = encode_examples(tokenizer, part, variant, max_length, first_example_id=start)
         lengths[start : start + len(encoded)] = [len(e) for e in encoded]
         kept[start : start + len(encoded)] = [len(e.kept(keep)) for e in encoded]
         n_truncated += sum(e.truncated for e in encoded)
-    return lengths, kept, n_truncated
+        n_lost += sum(e.truncated and ex.target_span is not None and not e.target_found
+                      for ex, e in zip(part, encoded))
+    return lengths, kept, n_truncated, n_lost
 
 
 def _expected_compression(codec: str, dtype: str) -> float:
@@ -200,21 +249,36 @@ def _settings_diff(old: dict, new: dict) -> str:
     return "; ".join(diffs)
 
 
-def open_or_create(p: Prepared, overwrite: bool) -> tuple[set, bool]:
-    """Returns (committed shard ids, static done). Refuses to mix configurations."""
+def check_out_is_not_data(out: str, data: str) -> None:
+    """Refuse an --out that is, holds or lies inside the source data: --overwrite would delete the
+    data, and a store written into a data directory mixes its files into the source."""
+    if is_url(out) or is_url(data):
+        return  # a remote store can't be the local data; remote sources aren't read
+    o, d = Path(out).expanduser().resolve(), Path(data).expanduser().resolve()
+    if o == d:
+        where = "is"
+    elif o in d.parents:
+        where = "contains"
+    elif d in o.parents:
+        where = "is inside"
+    else:
+        return
+    raise LayerprobeError(f"--out {out} {where} the source data --data {data}; refusing to write a store "
+                          "there (it could destroy or mix with the data): choose an --out outside it")
+
+
+def check_out(p: Prepared, overwrite: bool) -> dict | None:
+    """Read-only: what is at --out, and whether this run may write there. Returns the existing
+    store's manifest to resume, or None to create a new store (replacing an existing one under
+    --overwrite). Nothing is deleted here, so every check can run before anything is."""
     path = p.spec.out
     existing = _existing_manifest(path)
-    if existing is not False and overwrite:
-        fs, base = url_to_fs(path)
-        fs.rm(base, recursive=True)
-        existing = False
     if existing is None:
-        raise StoreError(f"--out {path} already exists and is not a layerprobe store: choose another "
-                         "path, or pass --overwrite to replace it")
-    if existing is False:
-        create_store(path, p.manifest, p.plan, d_model=p.manifest.model.d_model,
-                     vocab_size=p.manifest.model.vocab_size)
-        return set(), False
+        # --overwrite replaces a store, never anything else: a folder of stores, the data, notes.
+        raise StoreError(f"--out {path} already exists and is not a layerprobe store; --overwrite only "
+                         "replaces a layerprobe store: choose another path, or remove it yourself")
+    if existing is False or overwrite:
+        return None
     if existing.get("config_fingerprint") != p.manifest.config_fingerprint:
         what = []
         for key, label in (("model", "model"), ("source", "source data")):
@@ -229,6 +293,21 @@ def open_or_create(p: Prepared, overwrite: bool) -> tuple[set, bool]:
             f"--out {path} holds a store from another configuration ({'; '.join(what) or 'tokenizer differs'}); "
             "refusing to mix data: use a new --out, or --overwrite to replace it"
         )
+    return existing
+
+
+def open_or_create(p: Prepared, overwrite: bool) -> tuple[set, bool]:
+    """Returns (committed shard ids, static done). Refuses to mix configurations, and to replace
+    anything but a layerprobe store. Run the checks that can fail fast before this: it deletes."""
+    path = p.spec.out
+    existing = check_out(p, overwrite)
+    if existing is None:
+        fs, base = url_to_fs(path)
+        if fs.exists(base):  # a layerprobe store (check_out refused anything else), under --overwrite
+            fs.rm(base, recursive=True)
+        create_store(path, p.manifest, p.plan, d_model=p.manifest.model.d_model,
+                     vocab_size=p.manifest.model.vocab_size)
+        return set(), False
     # Same configuration: resume. Keep the original manifest (creation time, versions).
     p.manifest = Manifest.model_validate(existing)
     fs, base = url_to_fs(path)
@@ -253,23 +332,47 @@ def finalize(p: Prepared) -> int:
         return 0
 
 
+def preflight(spec: ExtractSpec, executor: str, ray_address: str | None) -> None:
+    """The checks that need the executor: the device, the Ray connection. They run before the store
+    is created or an old one deleted, so a wrong flag costs nothing."""
+    if executor == "local":
+        from pipeline.extract.forward import pick_device
+        pick_device(spec.device)
+    else:
+        from pipeline.executors.ray_executor import connect_ray
+        connect_ray(ray_address, device=spec.device)
+
+
 def run_extract(spec: ExtractSpec, *, executor: str = "ray", workers: int | None = None,
                 ray_address: str | None = None, dry_run: bool = False, progress: bool = True) -> ExtractResult:
     """Plan, then extract the shards not yet committed. Ray workers cap their malloc arenas
     themselves; a Python process calling this with the local executor should call
     `pipeline.extract.heap.limit_malloc_arenas()` first, as the CLI does, or its RSS creeps with
-    the number of shards."""
+    the number of shards.
+
+    Every check that can fail (settings, data, model limits, --out, device, Ray) runs before the
+    store is touched: a refused run leaves --out as it was."""
     t0 = time.perf_counter()
+    if executor not in ("ray", "local"):
+        raise LayerprobeError(f"unknown executor {executor!r}: expected ray or local")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise LayerprobeError(f"--workers must be a whole number of at least 1, got {workers!r}")
+    check_out_is_not_data(spec.out, spec.data)
     p = prepare(spec)
     log.info(format_plan(p).splitlines()[0])
+    trunc = dict(max_length=p.target.max_length, n_truncated=p.n_truncated, n_targets_lost=p.n_targets_lost)
     if dry_run:
         print(format_plan(p))
-        return ExtractResult(spec.out, "dry run", n_shards=len(p.plan.shards), plan=p.plan, estimate=p.estimate)
+        return ExtractResult(spec.out, "dry run", n_shards=len(p.plan.shards), plan=p.plan, estimate=p.estimate,
+                             **trunc)
+    existing = check_out(p, spec.overwrite)
+    if not (existing and existing.get("complete")):  # a complete store is a no-op: no device needed
+        preflight(spec, executor, ray_address)
     done, static_done = open_or_create(p, spec.overwrite)
     todo = [s for s in p.plan.shards if s.shard_id not in done]
     if not todo and static_done and p.manifest.complete:
         return ExtractResult(spec.out, "already complete", n_shards=len(p.plan.shards),
-                             n_skipped=len(done), n_tokens=p.manifest.stats.n_tokens, plan=p.plan)
+                             n_skipped=len(done), n_tokens=p.manifest.stats.n_tokens, plan=p.plan, **trunc)
     if done:
         log.info("resuming %s: %d of %d shards already committed, skipping them",
                  spec.out, len(done), len(p.plan.shards))
@@ -286,5 +389,5 @@ def run_extract(spec: ExtractSpec, *, executor: str = "ray", workers: int | None
     return ExtractResult(
         spec.out, "resumed" if done else "written", n_shards=len(p.plan.shards), n_skipped=len(done),
         n_tokens=p.manifest.stats.n_tokens, n_input_tokens=sum(w[2] for w in work), bytes_written=size,
-        seconds=time.perf_counter() - t0, plan=p.plan, estimate=p.estimate,
+        seconds=time.perf_counter() - t0, plan=p.plan, estimate=p.estimate, **trunc,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import deque
 
 from pipeline.errors import LayerprobeError
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued: an actor never idles waiting for the driver
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
@@ -34,8 +36,45 @@ def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
         kwargs = {"address": address} if address else {"num_cpus": num_cpus}
         # Workers import the project from the driver's environment; silence Ray's usage prompt.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(log_to_driver=True, include_dashboard=False, **kwargs)
+        try:
+            ray.init(log_to_driver=True, include_dashboard=False, **kwargs)
+        except (ConnectionError, TimeoutError, ValueError) as exc:
+            # No cluster at `auto`, an unreachable ray:// address (Ray's client gives up after ~40 s
+            # of retries), a malformed address: the user's to fix, so one line.
+            where = f"Ray at {address}" if address else "a local Ray"
+            raise LayerprobeError(f"cannot connect to {where}: {_one_line(exc).rstrip('.')}; check the address and "
+                                  "that the cluster is running, or use --executor local") from None
     return ray
+
+
+def connect_ray(ray_address: str | None, device: str = "auto"):
+    """Join (or start) Ray and check the cluster can run `device`: the driver calls this before it
+    creates or replaces a store, so a missing cluster or GPU refuses the run with --out untouched."""
+    ray = ensure_ray(ray_address)
+    if device == "cuda" and not ray.cluster_resources().get("GPU", 0):
+        # Without GPUs the workers are placed on CPUs, where each would fail --device cuda.
+        raise LayerprobeError("--device cuda was requested but the Ray cluster has no GPU; use "
+                              "--device cpu (or auto), or a cluster with GPU nodes")
+    return ray
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message as one line, without the ANSI colours Ray puts in its tracebacks."""
+    text = _ANSI.sub("", str(exc)).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__
+
+
+def _worker_error(exc, what: str) -> LayerprobeError:
+    """A worker's exception as the driver's error. A LayerprobeError raised in the worker is the
+    user's to fix: it comes back as itself, with its own message (RayTaskError.cause is the
+    original exception; str() of the RayTaskError is a coloured remote traceback). Anything else
+    becomes one line naming the work and the exception."""
+    cause = getattr(exc, "cause", None)  # RayActorError's is a context record, not an exception
+    if isinstance(cause, LayerprobeError):
+        return cause
+    return LayerprobeError(f"{what} failed in a Ray worker: "
+                           f"{_one_line(cause if isinstance(cause, BaseException) else exc)}")
 
 
 def _worker_resources(ray, workers: int | None) -> tuple[int, dict]:
@@ -93,12 +132,9 @@ def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool,
         if write_static:
             try:
                 ray.get(actors[0].write_static.remote())
-            except ray.exceptions.RayTaskError as exc:
+            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
                 # e.g. a float16 overflow in the embedding table: one line, like a shard's error
-                cause = exc.as_instanceof_cause()
-                if isinstance(cause, LayerprobeError):
-                    raise type(cause)(str(cause).splitlines()[-1]) from None
-                raise
+                raise _worker_error(exc, "the static embeddings") from None
         for a in range(n_workers):
             submit(a)
         while in_flight:
@@ -110,14 +146,13 @@ def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool,
                 results.append(ray.get(ref))
                 bar.shard_done(work[wi][2])
             except ray.exceptions.RayTaskError as exc:
-                cause = exc.as_instanceof_cause()
-                if isinstance(cause, LayerprobeError):
-                    raise type(cause)(str(cause).splitlines()[-1]) from None
-                _retry_or_fail(wi, attempts, pending, exc)
+                if isinstance(exc.cause, LayerprobeError):
+                    raise exc.cause from None  # the same input fails the same way on any worker
+                _retry_or_fail(wi, attempts, pending, exc, work[wi][0].shard_id)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
                 log.warning("worker for shard %d died (%s); re-queueing", work[wi][0].shard_id,
                             type(exc).__name__)
-                _retry_or_fail(wi, attempts, pending, exc)
+                _retry_or_fail(wi, attempts, pending, exc, work[wi][0].shard_id)
             submit(actor_i)
             if pending and not in_flight:
                 for a in range(n_workers):
@@ -129,8 +164,7 @@ def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool,
     return results
 
 
-def _retry_or_fail(wi, attempts, pending, exc) -> None:
+def _retry_or_fail(wi, attempts, pending, exc, shard_id) -> None:
     if attempts[wi] >= MAX_ATTEMPTS:
-        raise LayerprobeError(f"a shard failed {attempts[wi]} times; last error: "
-                              f"{str(exc).strip().splitlines()[-1][:300]}") from exc
+        raise _worker_error(exc, f"shard {shard_id} (tried {attempts[wi]} times)") from None
     pending.appendleft(wi)

@@ -196,15 +196,34 @@ def load_model(ref: ModelRef, *, model_dtype: str = "auto", device: str = "cpu",
     return model.to(device)
 
 
+# RoBERTa-style models number positions from padding_idx + 1, so `max_position_embeddings` counts
+# padding_idx + 1 slots that no token can use (roberta-base: 514 embeddings, 512 tokens).
+_POSITIONS_AFTER_PADDING = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
+                            "data2vec-text", "roberta-prelayernorm", "xmod", "mpnet", "ibert"}
+
+
+def position_limit(config) -> int | None:
+    """The most tokens the model can read at once, from its config, or None where the architecture
+    states no limit. Past a learned position table's end the embedding lookup fails with an
+    IndexError deep inside torch, so the driver checks --max-length against this first."""
+    for attr in ("max_position_embeddings", "n_positions"):
+        v = getattr(config, attr, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            if getattr(config, "model_type", None) in _POSITIONS_AFTER_PADDING:
+                pad = getattr(config, "pad_token_id", None)
+                v -= (pad if isinstance(pad, int) else 0) + 1
+            return v
+    return None
+
+
 def default_max_length(tokenizer, config) -> int:
     limits = []
     tml = getattr(tokenizer, "model_max_length", None)
     if isinstance(tml, int) and 0 < tml < 1_000_000:  # HF uses 1e30 for "unset"
         limits.append(tml)
-    for attr in ("max_position_embeddings", "n_positions"):
-        v = getattr(config, attr, None)
-        if isinstance(v, int) and v > 0:
-            limits.append(v)
+    limit = position_limit(config)
+    if limit is not None:
+        limits.append(limit)
     return min(limits) if limits else 2048
 
 

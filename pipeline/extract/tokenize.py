@@ -54,6 +54,13 @@ def encode_examples(tokenizer, examples: list[Example], variant: str, max_length
     if too_long:
         cut = tokenizer([texts[i] for i in too_long], add_special_tokens=True, return_offsets_mapping=True,
                         return_special_tokens_mask=True, truncation=True, max_length=max_length)
+        # A tokenizer asked for fewer tokens than its special tokens returns the text whole (only a
+        # log warning): stored rows would then not match the manifest's max_length.
+        longest = max(len(ids) for ids in cut["input_ids"])
+        if longest > max_length:
+            raise LayerprobeError(f"max_length {max_length} is too small for this tokenizer: cut to it, an "
+                                  f"example still has {longest} tokens (special tokens are never cut); "
+                                  "use a larger --max-length")
     where = {i: k for k, i in enumerate(too_long)}
     picked = [(cut, where[i]) if i in where else (full, i) for i in range(len(examples))]
     for i, (src, k) in enumerate(picked):

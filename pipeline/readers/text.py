@@ -147,6 +147,12 @@ def read_text(
                     raise LayerprobeError(
                         f"{p} row {row}: target span [{start}, {end}) is empty; target_end must be greater than target_start"
                     )
+                if not text[start:end].strip():
+                    # No token covers only whitespace: the target would silently match nothing.
+                    raise LayerprobeError(
+                        f"{p} row {row}: target span [{start}, {end}) covers only whitespace "
+                        f"({text[start:end]!r}); point target_start/target_end at the target word"
+                    )
                 target_span = (start, end)
                 target_word_id = word_containing(spans, start, end)
 

@@ -81,10 +81,10 @@ def _side(data_file: Path, line_no: int, sentence: str, index: int, which: str) 
             f"which has {len(words)} space-separated words (valid 0..{len(words) - 1}); fix the i-j field"
         )
     spans = spans_of_joined(words)
-    if words[index] == "":
+    if not words[index].strip():  # "" from two spaces in a row, or a no-break space: no token to mark
         raise LayerprobeError(
-            f"{data_file} line {line_no}: target index {index} points at an empty token in the {which} sentence "
-            "(two spaces in a row); fix the sentence or the index"
+            f"{data_file} line {line_no}: target index {index} points at an empty or whitespace token in the "
+            f"{which} sentence (two spaces in a row?); fix the sentence or the index"
         )
     return words, spans
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -50,8 +51,9 @@ def _copy(args) -> int:
     res = copy_store(args.src, args.dst, src_options=src_o, dst_options=dst_o, overwrite=args.overwrite)
     if not res.report.ok:
         _print_report(res.report, 20)
+        kept = "; the existing store there was left unchanged" if res.kept_existing else ""
         print(f"layerprobe: error: copy to {args.dst} failed verification "
-              f"({len(res.report.problems)} problem(s))", file=sys.stderr)
+              f"({len(res.report.problems)} problem(s)){kept}", file=sys.stderr)
         return 1
     print(f"copied {res.n_keys} keys ({res.n_bytes:,} bytes) {args.src} -> {args.dst}; verified: "
           f"{res.report.summary()}")
@@ -65,6 +67,16 @@ def _export(args) -> int:
                        storage_options=_opts(args))
     print(f"exported layer {args.layer}: {res.n_rows} rows x {res.d_model} ({res.dtype}) -> {res.out} ({res.kind})")
     return 0
+
+
+def _export_layer_arg(value: str):
+    if value == "static":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected an HF hidden_states index (0 = embeddings) or 'static'") from None
 
 
 def add_sharing_parsers(sub) -> None:
@@ -88,7 +100,8 @@ def add_sharing_parsers(sub) -> None:
     p = sub.add_parser("copy", help="copy a store between local paths and URLs, then validate the copy")
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing layerprobe store at DST (anything else there is refused)")
     so(p)
     p.add_argument("--src-storage-option", action="append", default=[], metavar="KEY=VALUE",
                    help="like --storage-option, for SRC only")
@@ -98,10 +111,16 @@ def add_sharing_parsers(sub) -> None:
 
     p = sub.add_parser("export", help="one layer's vectors + token metadata -> Parquet or a datasets dir")
     p.add_argument("store")
-    p.add_argument("--layer", type=int, required=True, help="HF hidden_states index (0 = embeddings)")
-    p.add_argument("--to", required=True, help="FILE.parquet, or a directory for datasets.save_to_disk")
+    p.add_argument("--layer", type=_export_layer_arg, required=True,
+                   help="HF hidden_states index (0 = embeddings), or 'static': each token's row of "
+                        "static_embeddings (the input-embedding table), as the probes' layer 'static'")
+    p.add_argument("--to", required=True,
+                   help="FILE.parquet, or a directory (no file extension, or ending in /) for "
+                        "datasets.save_to_disk; other extensions (.csv, .json, ...) are refused")
     p.add_argument("--rows", default="all", choices=["all", "targets"], help="all tokens, or only is_target ones")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous export at --to (a .parquet file or a datasets export "
+                        "directory; anything else is refused)")
     so(p)
     p.set_defaults(func=_export)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import posixpath
 import zlib
 from contextlib import contextmanager
 
@@ -26,6 +28,42 @@ def protocol_of(path: str) -> str:
 
 def is_local(path: str) -> bool:
     return protocol_of(path) in LOCAL_PROTOCOLS
+
+
+# Spellings fsspec accepts for one and the same backend: s3a://b/x and s3://b/x are one object.
+_PROTOCOL_ALIASES = {"local": "file", "s3a": "s3", "gcs": "gs", "https": "http"}
+
+
+def location(path: str) -> tuple[str, str]:
+    """(protocol, normalised path) naming where `path` lives, for deciding whether two paths overlap.
+
+    Local paths (plain or file://) are resolved (symlinks, `..`, relative to the working directory);
+    URLs are compared textually after normalising the protocol spelling, `.`/`..`/`//` and, for
+    http, the host's case. Nothing is read."""
+    proto = protocol_of(path)
+    if proto in LOCAL_PROTOCOLS:
+        bare = path.split("://", 1)[1] if "://" in path else path
+        return "file", os.path.realpath(os.path.expanduser(bare))
+    rest = path.split("://", 1)[1].split("?", 1)[0].split("#", 1)[0]
+    proto = _PROTOCOL_ALIASES.get(proto, proto)
+    if proto == "http":
+        host, _, tail = rest.partition("/")
+        rest = f"{host.lower()}/{tail}"
+    return proto, posixpath.normpath("/" + rest)
+
+
+def overlap(a: str, b: str) -> str | None:
+    """How `b` sits relative to `a`: "is" (the same place), "is inside", "contains", or None."""
+    (pa_, la), (pb, lb) = location(a), location(b)
+    if pa_ != pb:
+        return None
+    if la == lb:
+        return "is"
+    if lb.startswith(la.rstrip("/") + "/"):
+        return "is inside"
+    if la.startswith(lb.rstrip("/") + "/"):
+        return "contains"
+    return None
 
 
 def _parse_value(raw: str):

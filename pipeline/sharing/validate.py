@@ -3,6 +3,11 @@
 Problems are collected (never the first one only) and name the shard and layer:
 "shard 3, layer 4: chunk rows 512-1023 missing". A store that can't be opened at all is a
 StoreError (exit 2); a store with problems exits 1.
+
+Only `validate` and `copy` (which validates its destination) check chunk checksums: ordinary reads
+(probes, export, `open_store(...).layer(L)`) do not, so a flipped byte inside a compressed chunk that
+still decodes yields slightly wrong numbers without any error; run `layerprobe validate` on a store
+you did not write yourself, or after moving it, before trusting its numbers.
 """
 
 from __future__ import annotations

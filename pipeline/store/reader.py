@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -53,8 +54,9 @@ class Store:
             self._root = zarr.open_group(store=path, mode="r", zarr_format=3,
                                          storage_options=storage_options or None)
             attrs = dict(self._root.attrs)
-        except (FileNotFoundError, KeyError, ValueError) as exc:
-            raise StoreError(f"no layerprobe store at {path} ({type(exc).__name__})") from exc
+        except (FileNotFoundError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            # zarr's errors for a malformed zarr.json vary (a JSON string gives AttributeError)
+            raise self._why_not_a_group(exc) from None
         manifest = attrs.get(layout.MANIFEST_ATTR)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise StoreError(f"{path} is a Zarr group but not a layerprobe store (no manifest)")
@@ -79,6 +81,28 @@ class Store:
                 "to resume). Refusing to return numbers from partial data."
             )
         self.complete = not missing
+
+    def _why_not_a_group(self, exc: Exception) -> StoreError:
+        """zarr failed to open the root group: tell "nothing there" from a damaged root zarr.json.
+
+        Asked only on failure, so opening a good store costs no extra request."""
+        try:
+            raw = self._fs.cat_file(join(self._base, "zarr.json"))
+        except FileNotFoundError:
+            return StoreError(f"no layerprobe store at {self.path} (no zarr.json)")
+        except Exception as read_exc:  # noqa: BLE001 - network/permission errors: say which
+            return StoreError(f"cannot read {self.path}/zarr.json ({type(read_exc).__name__}: {read_exc})")
+        hint = "the store is damaged: restore it from a good copy or extract it again"
+        try:
+            meta = json.loads(raw)
+        except ValueError as bad:  # truncated or overwritten: damage, not absence
+            return StoreError(f"{self.path}: zarr.json is corrupt (not valid JSON: {bad}); {hint}")
+        if not (isinstance(meta, dict) and meta.get("zarr_format") == 3 and meta.get("node_type") == "group"):
+            kind = (f"zarr_format={meta.get('zarr_format')!r}, node_type={meta.get('node_type')!r}"
+                    if isinstance(meta, dict) else f"a JSON {type(meta).__name__}")
+            return StoreError(f"{self.path}: zarr.json is corrupt (not a Zarr v3 group: {kind}); {hint}")
+        return StoreError(f"{self.path}: zarr.json is corrupt (zarr cannot open it: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {hint}")
 
     # -- metadata --------------------------------------------------------------------------------
     @property

@@ -87,10 +87,13 @@ def _example_fixed(ex_id, words, target_word_id=None, found=True, n_tokens=0):
 
 
 def make_wic_store(splits=(("train", 90), ("dev", 45), ("test", 45)), variant="base", n_layers=4, d=24,
-                   seed=0, unlabelled=(), not_found_pairs=(), dtype=np.float32, offset=25.0):
+                   seed=0, unlabelled=(), not_found_pairs=(), dtype=np.float32, offset=25.0,
+                   static_signal=False):
     """WiC pairs; at layer L the target vectors share a sense vector (same-sense pairs) with weight
     L/(n_layers-1) plus noise, on top of a large common offset (anisotropy). Static rows are random
-    per token id (no signal). Labels alternate True/False."""
+    per token id (no signal). Labels alternate True/False. With static_signal, side 1 of a
+    different-sense pair spells its target word with other token ids (as an inflected form would),
+    so the static row of the target word's own tokens separates the labels."""
     rng = np.random.default_rng(seed)
     vocab = 200
     b = _Builder(vocab, d, rng)
@@ -134,6 +137,8 @@ def make_wic_store(splits=(("train", 90), ("dev", 45), ("test", 45)), variant="b
                         for k in range(n_sub):
                             is_t = (variant in ("base", "repeat")) and last and wi == 1 and not found_pair
                             tid = 10 + (sum(map(ord, w)) * 3 + k) % 150 if wi != 1 else 170 + (p % 7) * 2 + k
+                            if wi == 1 and static_signal and side == 1 and not label:
+                                tid = 186 + (p % 7) * 2 + k
                             add(int(tid), w if k == 0 else "##x", wi if last else -1, False, is_t)
                 if variant == "prompt":
                     add(5, '"', -1, False, not found_pair)
@@ -266,3 +271,14 @@ def write_real_store(fake: FakeStore, path: str, chunk_rows: int = 64, dtype: st
     manifest.completed_at = "2026-01-01T00:00:01+00:00"
     write_manifest(path, manifest)
     return path
+
+
+def keep_only_targets(fake: FakeStore) -> FakeStore:
+    """The same store as extracted with --keep targets: only is_target token rows."""
+    mask = fake.tokens.column("is_target").to_numpy(zero_copy_only=False).astype(bool)
+    rows = np.flatnonzero(mask)
+    tokens = fake.tokens.filter(pa.array(mask))
+    tokens = tokens.set_column(tokens.schema.get_field_index("row"), "row", pa.array(np.arange(len(rows)), pa.int64()))
+    hidden = {L: x[rows] for L, x in fake._hidden.items()}
+    manifest = dict(fake.manifest, keep="targets")
+    return FakeStore(manifest, tokens, fake.examples, hidden, fake._static)

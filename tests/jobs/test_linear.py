@@ -1,4 +1,5 @@
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -74,3 +75,68 @@ def test_linear_same_seed_gives_identical_csv(tmp_path):
     for k in "ab":
         run_linear(store=s, out=tmp_path / k, label="upos", control=True, seed=4, echo=False)
     assert (tmp_path / "a/linear.csv").read_bytes() == (tmp_path / "b/linear.csv").read_bytes()
+
+
+# ---------------------------------------------------------------- refusals before any work
+
+
+@pytest.mark.parametrize("label, match", [
+    ("sent_id", r"not categorical: 60 distinct values over 60 labelled examples"),
+    ("heads", r"holds numbers \(int64\), not categories"),
+    ("head", r"holds numbers"),
+])
+def test_non_categorical_labels_are_refused_before_reading_layers(tmp_path, label, match):
+    s = make_conllu_store(splits=(("dev", 60), ("test", 20)))
+    with pytest.raises(LayerprobeError, match=match):
+        run_linear(store=s, out=tmp_path, label=label, echo=False)
+    assert s.reads == []
+
+
+def test_a_single_class_label_is_refused(tmp_path, store):
+    with pytest.raises(LayerprobeError, match=r"label 'genre' has 1 class in the fit selection 'dev\[:1\]'"):
+        run_linear(store=store, out=tmp_path, label="genre", fit="dev[:1]", eval="test", echo=False)
+
+
+@pytest.mark.parametrize("fit, ev, shared", [("dev", "dev", 60), ("dev[:80%]", "dev[50%:]", 18),
+                                              ("all", "test", 20)])
+def test_linear_eval_overlapping_the_fit_is_refused(tmp_path, fit, ev, shared):
+    s = make_conllu_store(splits=(("dev", 60), ("test", 20)))
+    with pytest.raises(LayerprobeError, match=rf"eval selection '{re.escape(ev)}' shares {shared} of .* sentences with fit"):
+        run_linear(store=s, out=tmp_path, label="upos", fit=fit, eval=ev, echo=False)
+    assert s.reads == []
+
+
+def test_linear_out_that_is_a_file_fails_before_reading(tmp_path):
+    s = make_conllu_store(splits=(("dev", 10), ("test", 4)))
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(LayerprobeError, match="exists and is not a folder"):
+        run_linear(store=s, out=tmp_path / "f", label="upos", echo=False)
+    assert s.reads == []
+
+
+def test_linear_plot_titles_label_and_shows_selectivity_panel(tmp_path, store, monkeypatch):
+    import jobs.results as res
+
+    seen = {}
+    real = res.plot_metric
+
+    def spy(path, rows, metrics, title, ylabel, hlines=(), note=None):
+        seen.update(title=title, metrics=res.as_series(metrics),
+                    fig=real(path, rows, metrics, title, ylabel, hlines=hlines, note=note))
+        return seen["fig"]
+
+    monkeypatch.setattr(res, "plot_metric", spy)
+    run_linear(store=store, out=tmp_path, label="upos", fit="dev[:80%]", eval="dev[80%:]", control=True,
+               echo=False)
+    assert "fit dev[:80%]" in seen["title"] and "label upos" in seen["title"]
+    by = {m.column: m for m in seen["metrics"]}
+    assert by["selectivity"].panel == 1 and by["control_accuracy"].style != by["accuracy"].style
+    assert by["control_accuracy"].style != res.STATIC_STYLE
+    fig = seen["fig"]
+    assert len(fig.axes) == 2
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "probe accuracy" in legend and "control-task accuracy" in legend
+    assert any("static" in t for t in legend)
+    styles = {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
+    assert styles["control-task accuracy"] != styles["static embedding: probe accuracy"]
+    assert "static" in [t.get_text() for t in fig.axes[1].get_xticklabels()]

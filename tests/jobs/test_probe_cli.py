@@ -26,7 +26,7 @@ def test_add_probe_parsers_wires_three_subcommands_with_defaults():
     a = parser.parse_args(["probe", "wic", "--store", "S", "--out", "D"])
     assert (a.fit, a.eval, a.standardize, a.threshold_grid, a.seed) == ("train", None, "global", None, 0)
     a = parser.parse_args(["probe", "polar", "--store", "S", "--out", "D"])
-    assert (a.fit, a.eval, a.rank, a.lambda_angle, a.beta_root) == ("dev", "test", 128, 0.01, 0.01)
+    assert (a.fit, a.eval) == ("dev", "test") and a.rank > 0 and a.beta_root >= 0   # polar defaults: test_polar
     a = parser.parse_args(["probe", "linear", "--store", "S", "--label", "upos", "--control", "--out", "D"])
     assert a.control and a.label == "upos" and callable(a.func)
 
@@ -53,3 +53,23 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, real_ud, capsys):
                  "--out", str(tmp_path)]) == 2
     assert "unknown split 'train'" in capsys.readouterr().err
     assert main(["probe", "wic", "--store", str(tmp_path / "missing.zarr"), "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("probe, extra", [("wic", []), ("linear", ["--label", "upos"]),
+                                          ("polar", ["--epochs", "1", "--rank", "4"])])
+def test_cli_out_that_is_a_file_is_one_clear_error_for_every_probe(tmp_path, real_wic, real_ud, capsys,
+                                                                   probe, extra):
+    f = tmp_path / "taken"
+    f.write_text("x")
+    store = real_wic if probe == "wic" else real_ud
+    assert main(["probe", probe, "--store", store, *extra, "--out", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not a folder" in err and "Traceback" not in err
+
+
+def test_cli_refuses_a_leaking_eval_and_a_non_categorical_label(tmp_path, real_wic, real_ud, capsys):
+    assert main(["probe", "wic", "--store", real_wic, "--fit", "dev", "--eval", "dev", "--out", str(tmp_path)]) == 2
+    assert "shares 45 of its 45 pairs with fit selection 'dev'" in capsys.readouterr().err
+    assert main(["probe", "linear", "--store", real_ud, "--label", "sent_id", "--fit", "dev[:50%]",
+                 "--eval", "dev[50%:]", "--out", str(tmp_path)]) == 2
+    assert "not categorical" in capsys.readouterr().err

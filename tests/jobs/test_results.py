@@ -1,7 +1,13 @@
 import csv
 import json
 
-from jobs.results import format_table, write_results
+import math
+
+import numpy as np
+import pytest
+
+from jobs.results import Series, as_series, format_table, plot_metric, plot_title, prepare_out_dir, write_results
+from pipeline.errors import LayerprobeError
 
 ROWS = [
     {"layer": "static", "split": "dev", "accuracy": 0.5, "n": 10},
@@ -30,3 +36,57 @@ def test_write_results_makes_csv_json_and_png(tmp_path, capsys):
 def test_format_table_aligns_columns():
     lines = format_table(ROWS).splitlines()
     assert len(lines) == 6 and len({len(l) for l in lines}) == 1
+
+
+def _strict(text):
+    def bad(c):
+        raise ValueError(f"invalid JSON constant {c}")
+    return json.loads(text, parse_constant=bad)
+
+
+def test_nan_and_inf_anywhere_are_written_as_null(tmp_path):
+    rows = [{"layer": 0, "split": "dev", "acc": np.float32("nan"), "loss": float("inf")}]
+    paths = write_results(tmp_path, "demo", rows, {"grid": float("nan"), "nested": {"x": [1.0, float("nan")]}},
+                          ["acc"], "acc", "m", "base", echo=False,
+                          extra={"fit_loss": {"a": np.float64("nan")}, "per_layer": [np.nan, 0.5],
+                                 "arr": np.array([np.nan, 1.0])})
+    doc = _strict(paths["json"].read_text())
+    assert doc["results"][0]["acc"] is None and doc["results"][0]["loss"] is None
+    assert doc["settings"] == {"grid": None, "nested": {"x": [1.0, None]}}
+    assert doc["fit_loss"] == {"a": None} and doc["per_layer"] == [None, 0.5] and doc["arr"] == [None, 1.0]
+
+
+def test_prepare_out_dir_refuses_a_file_and_an_unwritable_place(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(LayerprobeError, match="exists and is not a folder"):
+        prepare_out_dir(tmp_path / "f")
+    with pytest.raises(LayerprobeError, match="cannot write results to --out"):
+        prepare_out_dir(tmp_path / "f" / "sub")
+    with pytest.raises(LayerprobeError, match="cannot write results to --out '/proc/"):
+        prepare_out_dir("/proc/layerprobe-nope")
+    assert prepare_out_dir(tmp_path / "new" / "dir").is_dir()
+
+
+def test_plot_title_names_fit_and_key_settings():
+    t = plot_title("wic", "M", "base", {"fit": "train[:80%]", "standardize": "batch"}, ("fit", "standardize"))
+    assert t == "wic: M (base)\nfit train[:80%], standardize batch"
+    assert plot_title("x", "M", "base", {}, ("fit",)) == "x: M (base)"
+
+
+def test_plot_takes_several_columns_with_legend_names_and_panels(tmp_path):
+    rows = [{"layer": L, "split": "test", "uuas": 0.5 + L / 10, "structural_uuas": 0.4 + L / 10,
+             "las": 0.3 + L / 10, "structural_las": 0.2 + L / 10} for L in range(4)]
+    metrics = [Series("uuas", "UUAS (polar)"), Series("structural_uuas", "UUAS (structural)", "--"),
+               ("las", "LAS (polar)"), Series("structural_las", "LAS (structural)", "--", panel=1)]
+    fig = plot_metric(tmp_path / "p.png", rows, metrics, "t", ["UUAS", "LAS"])
+    assert len(fig.axes) == 2 and (tmp_path / "p.png").stat().st_size > 1000
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["UUAS (polar)", "UUAS (structural)",
+                                                                            "LAS (polar)"]
+    assert [s.style for s in as_series(["a", "b"])] == ["-", "--"]   # plain names still work
+
+
+def test_static_row_gets_its_own_labelled_tick(tmp_path):
+    fig = plot_metric(tmp_path / "p.png", ROWS, ["accuracy"], "t", "accuracy")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels[0] == "static" and labels[1:] == ["0", "1"]
+    assert not any(math.isclose(x, -0.6) for line in fig.axes[0].get_lines() for x in line.get_xdata())

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from jobs.splits import parse_selector, parse_selector_list, select_units
+from jobs.splits import (check_disjoint, default_evals, parse_selector, parse_selector_list, select_fit_eval,
+                         select_units, split_names)
 from pipeline.errors import LayerprobeError
 
 UNITS = ["train"] * 3 + ["dev"] * 10 + ["test"] * 2
@@ -49,3 +50,27 @@ def test_selector_list_splits_on_commas():
     assert parse_selector_list("dev, test[:50%]") == ["dev", "test[:50%]"]
     assert parse_selector("dev[:80%]")[0].stop == "80%"
     assert isinstance(select_units(UNITS, "dev"), np.ndarray)
+
+
+def test_split_names_and_default_evals_go_by_parsed_names():
+    assert split_names("train[:80%]+dev") == ["train", "dev"]
+    assert default_evals(["train", "dev", "test", "extra"], "train[:80%]") == ["dev", "test", "extra"]
+    assert default_evals(["train", "dev", "test"], "train+dev[50%:]") == ["test"]
+    assert default_evals(["train", "dev"], "all[:50%]") == []
+
+
+@pytest.mark.parametrize("fit, ev, shared", [
+    ("dev", "dev", 10), ("dev[:80%]", "dev[50%:]", 3), ("all", "dev", 10), ("dev[:1]", "dev[:1]", 1),
+    ("train+dev", "test,dev[-1:]", 1),
+])
+def test_overlapping_eval_is_refused_naming_both_selectors_and_the_count(fit, ev, shared):
+    with pytest.raises(LayerprobeError) as e:
+        check_disjoint(UNITS, fit, parse_selector_list(ev), unit="sentences")
+    msg = str(e.value)
+    assert f"shares {shared} of" in msg and f"fit selection {fit!r}" in msg and "sentences" in msg
+
+
+def test_disjoint_selections_pass_and_are_returned():
+    fit, (a, b) = select_fit_eval(UNITS, "dev[:80%]", ["dev[80%:]", "test"])
+    assert fit.tolist() == list(range(3, 11)) and a.tolist() == [11, 12] and b.tolist() == [13, 14]
+    check_disjoint([None] * 4, "all[:50%]", ["all[50%:]"])

@@ -1,8 +1,11 @@
+import json
+
 import numpy as np
 import pytest
-from fake_store import make_conllu_store, make_wic_store
+from fake_store import keep_only_targets, make_conllu_store, make_wic_store
 
-from jobs.wic import accuracy_at, best_threshold, cosine, global_zscorer, run_wic, zscore_batches
+from jobs.wic import (accuracy_at, batch_slices, best_threshold, binomial_ci95, cosine, global_zscorer, run_wic,
+                      zscore_batches)
 from pipeline.errors import LayerprobeError
 
 
@@ -32,12 +35,42 @@ def test_global_zscorer_uses_fit_statistics():
     np.testing.assert_allclose(out, [[0.0, 0.0], [2.0, 1.0]])   # std 0 -> left unscaled
 
 
-def test_zscore_batches_standardise_each_block_of_pairs_with_its_own_stats():
-    a = np.array([[0.0], [100.0]])
-    b = np.array([[2.0], [102.0]])
-    ea, eb = zscore_batches(a, b, batch_pairs=1)
-    np.testing.assert_allclose(ea, [[-1.0], [-1.0]])
-    np.testing.assert_allclose(eb, [[1.0], [1.0]])
+def _z(x):
+    return (x - x.mean(0)) / x.std(0)
+
+
+def test_zscore_batches_standardise_each_side_of_each_block_with_its_own_stats():
+    # as the reference code (RyanLiut/LLM_LexSem main.py): anisotropy_removal(side 1 batch),
+    # anisotropy_removal(side 2 batch); the old code pooled both sides of a batch
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 3))
+    b = rng.normal(size=(4, 3)) * 5 + 100
+    ea, eb = zscore_batches(a, b, batch_pairs=2)
+    np.testing.assert_allclose(ea, np.concatenate([_z(a[:2]), _z(a[2:])]))
+    np.testing.assert_allclose(eb, np.concatenate([_z(b[:2]), _z(b[2:])]))
+
+
+def test_batch_slices_merge_a_final_batch_under_half_a_batch():
+    assert batch_slices(638, 30)[-1] == slice(600, 638)          # WiC dev: 8 leftover pairs merged
+    assert batch_slices(5428, 30)[-1] == slice(5400, 5428)       # WiC train: 28 leftover kept
+    assert batch_slices(31, 30) == [slice(0, 31)]
+    assert batch_slices(10, 30) == [slice(0, 10)]
+    assert batch_slices(45, 30) == [slice(0, 30), slice(30, 45)]
+
+
+def test_zscore_batches_last_single_pair_is_not_degenerate():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(31, 4)), rng.normal(size=(31, 4))
+    ea, eb = zscore_batches(a, b, batch_pairs=30)
+    np.testing.assert_allclose(ea, _z(a))   # one batch of 31, not 30 + a lone pair
+    np.testing.assert_allclose(eb, _z(b))
+    assert abs(cosine(ea, eb)[-1]) < 1 - 1e-6
+
+
+def test_binomial_ci95_is_the_normal_approximation():
+    lo, hi = binomial_ci95(0.5, 638)
+    assert hi - 0.5 == pytest.approx(1.959964 * np.sqrt(0.25 / 638)) and 0.5 - lo == pytest.approx(hi - 0.5)
+    assert binomial_ci95(1.0, 10) == (1.0, 1.0) and binomial_ci95(float("nan"), 10) == (None, None)
 
 
 def test_cosine_of_rows():
@@ -110,3 +143,99 @@ def test_wic_same_seed_gives_identical_csv(tmp_path, wic_store):
     run_wic(store=wic_store, out=tmp_path / "a", seed=3, echo=False)
     run_wic(store=wic_store, out=tmp_path / "b", seed=3, echo=False)
     assert (tmp_path / "a/wic.csv").read_bytes() == (tmp_path / "b/wic.csv").read_bytes()
+
+
+# ---------------------------------------------------------------- fit/eval leakage
+
+
+def test_wic_default_eval_excludes_the_split_a_sliced_fit_draws_from(tmp_path, wic_store):
+    rows = run_wic(store=wic_store, out=tmp_path, fit="train[:80%]", echo=False)
+    assert {r["split"] for r in rows} == {"dev", "test"}          # not 'train' (80% of it fitted)
+
+
+@pytest.mark.parametrize("fit, ev, shared", [
+    ("dev", "dev", 45), ("train[:80%]", "train[50%:]", 27), ("all", "dev", 45), ("dev[:1]", "test,dev[:1]", 1),
+])
+def test_wic_eval_overlapping_the_fit_is_refused_before_reading(tmp_path, fit, ev, shared):
+    s = make_wic_store()
+    with pytest.raises(LayerprobeError) as e:
+        run_wic(store=s, out=tmp_path, fit=fit, eval=ev, echo=False)
+    msg = str(e.value)
+    assert f"shares {shared} of" in msg and repr(fit) in msg and "pairs" in msg
+    assert s.reads == [] and not (tmp_path / "wic.json").exists()
+
+
+def test_wic_fit_all_without_eval_says_there_is_nothing_left(tmp_path, wic_store):
+    with pytest.raises(LayerprobeError, match="leaves out"):
+        run_wic(store=wic_store, out=tmp_path, fit="all", echo=False)
+
+
+# ---------------------------------------------------------------- prompt variant: static row, layer 0
+
+
+def test_prompt_static_row_uses_the_target_words_own_tokens(tmp_path):
+    s = make_wic_store(variant="prompt", static_signal=True)
+    rows = run_wic(store=s, out=tmp_path, eval="dev", echo=False)
+    static = [r for r in rows if r["layer"] == "static"][0]
+    assert static["accuracy"] >= 0.95        # the final '"' alone gives a constant cosine: 0.5
+    doc = json.loads((tmp_path / "wic.json").read_text())
+    assert "word_id == target_word_id" in doc["static"]
+    assert "position" in doc["layer_0"]
+
+
+def test_prompt_static_row_is_dropped_with_a_reason_when_only_targets_were_kept(tmp_path):
+    s = keep_only_targets(make_wic_store(variant="prompt", static_signal=True))
+    rows = run_wic(store=s, out=tmp_path, eval="dev", echo=False)
+    assert "static" not in {r["layer"] for r in rows} and {0, 1, 2, 3} <= {r["layer"] for r in rows}
+    doc = json.loads((tmp_path / "wic.json").read_text())
+    assert doc["static"].startswith("not computed") and "--keep targets" in doc["static"]
+
+
+def test_base_variant_static_row_is_unchanged_and_has_no_layer_0_note(tmp_path):
+    s = make_wic_store(static_signal=True)
+    rows = run_wic(store=s, out=tmp_path, eval="dev", echo=False)
+    assert [r for r in rows if r["layer"] == "static"][0]["accuracy"] >= 0.95
+    assert "layer_0" not in json.loads((tmp_path / "wic.json").read_text())
+
+
+# ---------------------------------------------------------------- output, intervals, plot
+
+
+def test_wic_rows_carry_95_percent_intervals(tmp_path, wic_store):
+    rows = run_wic(store=wic_store, out=tmp_path, eval="dev", echo=False)
+    for r in rows:
+        lo, hi = binomial_ci95(r["accuracy"], r["n_pairs"])
+        assert (r["ci95_low"], r["ci95_high"]) == (lo, hi) and lo <= r["accuracy"] <= hi
+    assert "binomial" in json.loads((tmp_path / "wic.json").read_text())["settings"]["interval"]
+
+
+def test_wic_plot_shows_fit_mode_chance_and_intervals(tmp_path, wic_store, monkeypatch):
+    import jobs.results as res
+
+    seen = {}
+    real = res.plot_metric
+
+    def spy(path, rows, metrics, title, ylabel, hlines=(), note=None):
+        seen["fig"] = real(path, rows, metrics, title, ylabel, hlines=hlines, note=note)
+        seen.update(title=title, hlines=hlines, metrics=res.as_series(metrics))
+        return seen["fig"]
+
+    monkeypatch.setattr(res, "plot_metric", spy)
+    run_wic(store=wic_store, out=tmp_path, fit="train", eval="dev", standardize="batch", echo=False)
+    assert "fit train" in seen["title"] and "standardize batch" in seen["title"]
+    assert (0.5, "chance (0.5)") in list(seen["hlines"])
+    assert seen["metrics"][0].ci == ("ci95_low", "ci95_high")
+    ax = seen["fig"].axes[0]
+    assert "static" in [t.get_text() for t in ax.get_xticklabels()]
+    assert ax.collections, "no error bars drawn"
+
+
+@pytest.mark.parametrize("kind", ["file", "under_a_file"])
+def test_wic_unusable_out_fails_before_reading_layers(tmp_path, kind):
+    s = make_wic_store()
+    f = tmp_path / "taken"
+    f.write_text("x")
+    out = f if kind == "file" else f / "sub"
+    with pytest.raises(LayerprobeError, match="--out"):
+        run_wic(store=s, out=out, eval="dev", echo=False)
+    assert s.reads == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,21 +51,137 @@ def test_missing_text_column_is_one_line_and_exit_2(tiny_gpt2, tmp_path, capsys)
     assert "text" in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("kind", ["directory", "file"])
-def test_existing_non_store_out_is_refused_without_overwrite(tiny_gpt2, jsonl, tmp_path, capsys, kind):
+@pytest.mark.parametrize("kind", ["directory", "file", "folder of stores"])
+def test_existing_non_store_out_is_refused_even_with_overwrite(tiny_gpt2, jsonl, tmp_path, capsys, kind):
     out = tmp_path / "taken"
-    if kind == "directory":
-        out.mkdir()
-        (out / "notes.txt").write_text("keep me")
-    else:
+    if kind == "file":
         out.write_text("keep me")
-    assert main(extract(tiny_gpt2, jsonl, out)) == 2
-    line = one_error_line(capsys)
-    assert "not a layerprobe store" in line and "--overwrite" in line
-    assert (out / "notes.txt" if kind == "directory" else out).read_text() == "keep me"
+        keep = out
+    else:
+        out.mkdir()
+        keep = out / "notes.txt"
+        keep.write_text("keep me")
+        if kind == "folder of stores":  # runs2/ holding runs2/important.zarr
+            assert main(extract(tiny_gpt2, jsonl, out / "important.zarr")) == 0
+            capsys.readouterr()
+    for extra in ((), ("--overwrite",)):
+        assert main(extract(tiny_gpt2, jsonl, out, *extra)) == 2
+        line = one_error_line(capsys)
+        assert "not a layerprobe store" in line and "remove it yourself" in line
+        assert keep.read_text() == "keep me"
+    if kind == "folder of stores":
+        assert open_store(out / "important.zarr").complete
 
-    assert main(extract(tiny_gpt2, jsonl, out, "--overwrite")) == 0
-    assert open_store(out).complete
+
+def _wic_dir(tmp_path) -> Path:
+    from pipeline.samples import SAMPLES_DIR
+
+    data = tmp_path / "wic"
+    shutil.copytree(SAMPLES_DIR / "wic", data)
+    return data
+
+
+@pytest.mark.parametrize("where", ["contains", "is", "is inside"])
+def test_out_that_is_contains_or_is_inside_the_data_is_refused(tiny_gpt2, tmp_path, capsys, where):
+    if where == "is inside":
+        data = _wic_dir(tmp_path)
+        out = data / "s.zarr"
+    else:
+        data = tmp_path / "proj1" / "good.jsonl"
+        data.parent.mkdir()
+        data.write_text(json.dumps({"text": "keep me"}) + "\n")
+        out = data.parent if where == "contains" else data
+    before = sorted((p, p.read_bytes()) for p in data.parent.rglob("*") if p.is_file())
+    assert main(extract(tiny_gpt2, data, out, "--overwrite")) == 2
+    assert f"{where} the source data" in one_error_line(capsys)
+    assert sorted((p, p.read_bytes()) for p in data.parent.rglob("*") if p.is_file()) == before
+
+
+@pytest.fixture()
+def complete_store(tiny_gpt2, jsonl, tmp_path, capsys) -> Path:
+    out = tmp_path / "ow.zarr"
+    assert main(extract(tiny_gpt2, jsonl, out)) == 0
+    capsys.readouterr()
+    return out
+
+
+def _no_ray_cluster(monkeypatch):
+    """Ray as it behaves with no cluster at --ray-address auto (this test session may have one of
+    its own running, which `auto` would find)."""
+    import ray
+
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--device", "cuda"], "--device cuda"),
+    (["--max-length", "100000"], "--max-length 100000"),
+    (["--executor", "ray", "--ray-address", "auto"], "cannot connect to Ray at auto"),
+    (["--workers", "0"], "--workers"),
+])
+def test_overwrite_keeps_the_store_when_a_fail_fast_check_refuses_the_run(tiny_gpt2, jsonl, complete_store,
+                                                                          capsys, monkeypatch, flags, message):
+    import torch
+
+    if flags[:2] == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    if "--ray-address" in flags:
+        _no_ray_cluster(monkeypatch)
+    files = sorted((p, p.read_bytes()) for p in complete_store.rglob("*") if p.is_file())
+    assert main(extract(tiny_gpt2, jsonl, complete_store, "--overwrite", *flags)) == 2
+    assert message in one_error_line(capsys)
+    assert sorted((p, p.read_bytes()) for p in complete_store.rglob("*") if p.is_file()) == files
+    assert open_store(complete_store).complete
+
+
+def test_unreachable_ray_is_one_line_and_creates_no_store(tiny_gpt2, jsonl, tmp_path, capsys, monkeypatch):
+    _no_ray_cluster(monkeypatch)
+    out = tmp_path / "s.zarr"
+    assert main(extract(tiny_gpt2, jsonl, out, "--executor", "ray", "--ray-address", "auto")) == 2
+    line = one_error_line(capsys)
+    assert "cannot connect to Ray at auto" in line and "Could not find any running Ray instance" in line
+    assert not out.exists()
+
+
+def test_max_length_above_the_models_position_limit_is_refused_before_writing(tiny_gpt2, jsonl, tmp_path,
+                                                                              capsys):
+    out = tmp_path / "s.zarr"
+    assert main(extract(tiny_gpt2, jsonl, out, "--max-length", "129")) == 2  # tiny_gpt2: n_positions 128
+    line = one_error_line(capsys)
+    assert "--max-length 129" in line and "128" in line
+    assert not out.exists()
+    assert main(extract(tiny_gpt2, jsonl, out, "--max-length", "128")) == 0
+
+
+def test_workers_zero_is_one_line_and_exit_2(tiny_gpt2, jsonl, tmp_path, capsys):
+    out = tmp_path / "s.zarr"
+    assert main(extract(tiny_gpt2, jsonl, out, "--workers", "0")) == 2
+    assert "--workers must be" in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_an_unwritable_out_is_one_line_naming_the_path(tiny_gpt2, jsonl, capsys):
+    assert main(extract(tiny_gpt2, jsonl, "/proc/x.zarr")) == 2
+    line = one_error_line(capsys)
+    assert "/proc/x.zarr" in line
+
+
+def test_truncation_is_warned_at_planning_and_reported_in_the_summary(tiny_gpt2, tmp_path, capsys, caplog):
+    long = " ".join(["word"] * 200) + " cat"
+    data = tmp_path / "long.jsonl"
+    data.write_text(json.dumps({"text": long, "target_start": len(long) - 3, "target_end": len(long)}) + "\n"
+                    + json.dumps({"text": "The cat sat.", "target_start": 4, "target_end": 7}) + "\n")
+    with caplog.at_level("WARNING"):
+        assert main(extract(tiny_gpt2, data, tmp_path / "s.zarr", "--max-length", "32", "--keep", "targets")) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("1 of 2 examples are longer than max_length 32" in w for w in warnings), warnings
+    assert any("1 target spans lie past the max_length 32 cut" in w for w in warnings), warnings
+    summary = capsys.readouterr().out
+    assert "1 examples truncated to max_length 32, 1 targets lost to the cut" in summary
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
@@ -9,8 +10,11 @@ import pytest
 import yaml
 
 from pipeline.errors import LayerprobeError
-from pipeline.executors.batch_job import run_batch_job
+from pipeline.executors.batch_job import load_job, run_batch_job
+from pipeline.samples import SAMPLES_DIR
 from pipeline.store.reader import open_store
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture()
@@ -62,6 +66,19 @@ def test_batch_job_with_one_broken_model_still_writes_the_others(tiny_gpt2, json
     ({"output": "runs", "datasets": ["d.jsonl"]}, "models: Field required"),
     ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "variants": ["reversed"]}, "variants.0"),
     ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "colour": 3}, "colour"),
+    # Numbers the CLI's argparse (type=int) and its checks would refuse too.
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "workers": 0}, "workers: Input should be greater"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "workers": True}, "workers: Input should be a valid integer"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "limit": "10"}, "limit: Input should be a valid integer"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "batch_tokens": 0}, "batch_tokens"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "shard_tokens": -5}, "shard_tokens"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "max_length": 2.5}, "max_length"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "layers": ["a"]}, "layers"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "layers": [True]}, "layers"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "layers": [-1]}, "must be >= 0"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.jsonl"], "layers": []}, "layers is empty"),
+    ({"output": "runs", "models": ["m"], "datasets": ["d.conllu"], "format": "conllu", "variants": ["prompt"]},
+     "the prompt variant needs a target word"),
 ])
 def test_an_invalid_job_spec_is_one_line_error(spec, message, tmp_path):
     job = write_job(tmp_path / "bad.yaml", **spec)
@@ -79,3 +96,133 @@ def test_a_missing_or_non_mapping_job_spec_is_one_line_error(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(LayerprobeError, match="must be a mapping"):
         run_batch_job(str(bad), executor="local")
+
+
+SPEC = "output: runs\nmodels: [m]\ndatasets: [d.jsonl]\n"
+
+
+@pytest.mark.parametrize("encoded", [
+    SPEC.encode("utf-16"),                                  # what Windows editors call "Unicode"
+    codecs.BOM_UTF16_BE + SPEC.encode("utf-16-be"),
+    SPEC.encode("utf-8-sig"),
+    SPEC.encode("utf-32"),
+], ids=["utf-16-le-bom", "utf-16-be-bom", "utf-8-bom", "utf-32-bom"])
+def test_a_job_file_with_a_byte_order_mark_is_decoded(encoded, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_bytes(encoded)
+    spec = load_job(str(job))
+    assert spec.output == "runs" and spec.models == ["m"] and spec.datasets == ["d.jsonl"]
+
+
+@pytest.mark.parametrize("encoded, message", [
+    (SPEC.replace("runs", "r\u00e9sultats").encode("latin-1"), "is not UTF-8 text (byte 0xe9 at offset 9)"),
+    (SPEC.encode("utf-16-le"), "contains NUL bytes (UTF-16 without a byte order mark?)"),
+    (SPEC.encode("utf-16")[:-1], "is not UTF-16 text"),
+])
+def test_a_job_file_that_is_not_utf8_is_one_line_error(encoded, message, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_bytes(encoded)
+    with pytest.raises(LayerprobeError) as info:
+        run_batch_job(str(job), executor="local", progress=False)
+    msg = str(info.value)
+    assert message in msg and "save it as UTF-8" in msg and str(job) in msg and "\n" not in msg
+
+
+def test_an_unreadable_job_path_is_one_line_error(tmp_path):
+    with pytest.raises(LayerprobeError, match="cannot read job spec .*: Is a directory"):
+        run_batch_job(str(tmp_path), executor="local")
+
+
+@pytest.mark.parametrize("text, where", [
+    ("output: runs\nmodels: [m, x\ndatasets: [d]\n",
+     "line 3, column 9: expected ',' or ']', but got ':' (while parsing a flow sequence at line 2, column 9)"),
+    ("output: runs\nmodels:\n\t- m\n", "line 3, column 1: found character '\\t' that cannot start any token"),
+    ("output: runs\nmodels: [m\x07]\n", "line 2, column 11: unacceptable character #x0007"),
+])
+def test_a_yaml_syntax_error_says_line_and_column(text, where, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    with pytest.raises(LayerprobeError) as info:
+        run_batch_job(str(job), executor="local", progress=False)
+    msg = str(info.value)
+    assert msg.startswith(f"job spec {job} is not valid YAML: {where}") and "\n" not in msg
+
+
+@pytest.mark.parametrize("probe, message", [
+    ({"name": "wic", "options": {"fitt": "train"}},
+     "probe wic has no option 'fitt' (valid options: fit, eval, "),
+    ({"name": "polar", "options": {"lambda-angle": 0.1}}, "probe polar has no option 'lambda-angle' (valid options: "),
+    ({"name": "linear", "options": {"control": True}}, "probe linear needs option 'label'"),
+    ({"name": "linear", "options": {"label": "upos", "out": "x"}}, "probe linear: option 'out' is set by the job"),
+])
+def test_bad_probe_options_are_refused_before_any_extraction(probe, message, tiny_gpt2, jsonl, tmp_path):
+    root = tmp_path / "runs"
+    job = write_job(tmp_path / "job.yaml", output=str(root), models=[str(tiny_gpt2)], datasets=[str(jsonl)],
+                    probes=["wic", probe])
+    with pytest.raises(LayerprobeError) as info:
+        run_batch_job(job, executor="local", progress=False)
+    msg = str(info.value)
+    assert msg.startswith(f"job spec {job}: ") and message in msg and "\n" not in msg
+    assert not root.exists()  # refused before the extraction, not after it
+
+
+def test_probe_options_are_checked_against_the_probe_functions_own_keywords():
+    import inspect
+
+    from jobs.linear import run_linear
+    from jobs.polar import run_polar
+    from jobs.wic import run_wic
+    from pipeline.executors.batch_job import probe_option_problem
+
+    for name, fn in (("wic", run_wic), ("polar", run_polar), ("linear", run_linear)):
+        keywords = [k for k in inspect.signature(fn).parameters if k not in ("store", "out")]
+        options = {k: None for k in keywords}
+        assert probe_option_problem(name, options) is None, name
+
+
+def test_the_example_job_is_valid_with_its_probe_options(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    job = load_job("examples/job.yaml")
+    assert [p.name for p in job.probes] == ["wic", "polar"]
+
+
+def test_a_type_error_inside_a_probe_is_a_bug_not_a_bad_option(tiny_gpt2, tmp_path, monkeypatch):
+    import jobs.wic
+
+    def run_wic(*, store, out, fit="train", eval=None):  # a valid option set, and a bug inside
+        return len(None)
+
+    monkeypatch.setattr(jobs.wic, "run_wic", run_wic)
+    job = write_job(tmp_path / "job.yaml", output=str(tmp_path / "runs"), models=[str(tiny_gpt2)],
+                    datasets=[str(SAMPLES_DIR / "wic")], layers="0,1", limit=8, probes=["wic"])
+    with pytest.raises(TypeError, match="has no len"):
+        run_batch_job(job, executor="local", progress=False)
+
+
+def test_run_refusing_an_existing_store_gives_advice_that_works_for_run(tiny_gpt2, jsonl, tmp_path, capsys):
+    root = tmp_path / "runs"
+    job = write_job(tmp_path / "job.yaml", output=str(root), models=[str(tiny_gpt2)], datasets=[str(jsonl)],
+                    layers="0,1")
+    assert run_batch_job(job, executor="local", progress=False) == []
+    capsys.readouterr()
+    store = root / tiny_gpt2.name / "corpus" / "base.zarr"
+
+    job = write_job(tmp_path / "job2.yaml", output=str(root), models=[str(tiny_gpt2)], datasets=[str(jsonl)],
+                    layers="0,2")
+    assert run_batch_job(job, executor="local", progress=False) == [f"{tiny_gpt2.name}/corpus/base"]
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("FAILED"))
+    assert f"{store} holds a store from another configuration" in line and "layers" in line
+    assert "set the job's output to another folder, or delete that store" in line
+    assert "--out" not in line and "--overwrite" not in line  # flags of extract, not of run
+    assert open_store(store).layers == [0, 1]  # untouched
+
+    other = tmp_path / "runs2" / tiny_gpt2.name / "corpus" / "base.zarr"
+    other.mkdir(parents=True)
+    (other / "notes.txt").write_text("mine")
+    job = write_job(tmp_path / "job3.yaml", output=str(tmp_path / "runs2"), models=[str(tiny_gpt2)],
+                    datasets=[str(jsonl)])
+    assert run_batch_job(job, executor="local", progress=False) == [f"{tiny_gpt2.name}/corpus/base"]
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("FAILED"))
+    assert "is not a layerprobe store" in line and "set the job's output to another folder" in line
+    assert "--out" not in line and "--overwrite" not in line
+    assert (other / "notes.txt").read_text() == "mine"

@@ -197,3 +197,47 @@ def test_rerunning_a_complete_store_is_a_no_op(small_store, tiny_gpt2):
     assert result.n_skipped == result.n_shards
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert before == after
+
+
+@pytest.fixture(scope="module")
+def huge_embedding_gpt2(tmp_path_factory, tiny_gpt2) -> Path:
+    """tiny_gpt2 with its input-embedding table scaled past float16's range."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Model
+
+    model = GPT2Model.from_pretrained(tiny_gpt2)
+    with torch.no_grad():
+        model.wte.weight.mul_(1e9)
+    out = tmp_path_factory.mktemp("huge_wte")
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(tiny_gpt2).save_pretrained(out)
+    return out
+
+
+def test_a_user_error_in_a_ray_worker_comes_back_with_its_own_message(ray_cluster, huge_embedding_gpt2,
+                                                                      corpus, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus[:2]))
+    with pytest.raises(StoreError) as info:
+        run_extract(spec(huge_embedding_gpt2, data, tmp_path / "s.zarr", dtype="float16"), executor="ray",
+                    workers=1, progress=False)
+    msg = str(info.value)
+    # Exactly the writer's message: no remote traceback, no "ray::ShardWorker", no ANSI colours.
+    assert msg.startswith("static_embeddings (input-embedding table) has values up to "), msg
+    assert msg.endswith("store this model with --dtype float32") and "\n" not in msg and "\x1b" not in msg
+
+
+def test_another_worker_exception_is_one_line_naming_the_shard_and_the_exception():
+    import ray.exceptions
+
+    from pipeline.errors import LayerprobeError
+    from pipeline.executors.ray_executor import MAX_ATTEMPTS, _retry_or_fail
+
+    remote = ray.exceptions.RayTaskError(
+        "run_shard", "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom",
+        ValueError("boom\nsecond line"), proctitle="\x1b[36mray::ShardWorker.run_shard()\x1b[39m", pid=1,
+        ip="127.0.0.1",
+    )
+    with pytest.raises(LayerprobeError) as info:
+        _retry_or_fail(0, [MAX_ATTEMPTS], [], remote, 7)
+    assert str(info.value) == f"shard 7 (tried {MAX_ATTEMPTS} times) failed in a Ray worker: ValueError: boom"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
+from pipeline.errors import LayerprobeError
 from pipeline.executors.extract_job import run_extract
 from pipeline.store import open_store
 from schemas.job import ExtractSpec
@@ -87,3 +89,49 @@ def test_repeat_and_prompt_variants_mark_the_right_target_tokens(tiny_llama, cor
         pos = np.array(t.column("position").to_pylist())
         target = np.array(t.column("is_target").to_pylist())
         assert target.sum() == 1 and pos[target][0] == pos.max()
+
+
+def test_max_length_too_small_for_the_special_tokens_is_refused_and_one_more_is_honoured(tiny_bert, corpus, tmp_path):
+    # BERT adds [CLS] and [SEP]; asked to cut below them the tokenizer returned every text whole,
+    # while the manifest said max_length 1.
+    data = _targets_jsonl(tmp_path / "d.jsonl", corpus[:2])
+    for n in (1, 2):
+        with pytest.raises(LayerprobeError, match=rf"--max-length {n} leaves no room for text.* 2 special"):
+            _run(tiny_bert, data, tmp_path / f"s{n}.zarr", max_length=n)
+        assert not (tmp_path / f"s{n}.zarr").exists()
+    # One text token more is honoured: the stored rows match the manifest's max_length.
+    _run(tiny_bert, data, tmp_path / "s.zarr", max_length=3)
+    s = open_store(tmp_path / "s.zarr")
+    assert s.manifest["max_length"] == 3
+    assert s.examples.column("n_tokens").to_pylist() == [3, 3]
+    assert len(s.tokens) == 6
+
+
+def test_encoding_refuses_a_cut_the_tokenizer_does_not_make(tiny_bert, corpus):
+    from pipeline.extract import model_loading
+    from pipeline.extract.tokenize import encode_examples
+    from pipeline.readers.base import Example
+
+    tok = model_loading.load_tokenizer(model_loading.resolve_model(str(tiny_bert)))
+    ex = Example(text=corpus[0], words=tuple(corpus[0].split()), word_spans=())
+    with pytest.raises(LayerprobeError, match="max_length 1 is too small"):
+        encode_examples(tok, [ex], "base", 1)
+
+
+def test_max_length_above_the_position_limit_is_refused(tiny_llama, corpus, tmp_path):
+    data = _targets_jsonl(tmp_path / "d.jsonl", corpus[:2])
+    with pytest.raises(LayerprobeError, match=r"--max-length 129 is more than .* 128 tokens"):
+        _run(tiny_llama, data, tmp_path / "s.zarr", max_length=129)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_truncated_examples_and_lost_targets_are_counted_in_the_result(tiny_bert, tmp_path):
+    long = " ".join(["river"] * 40) + " bank"
+    rows = [{"text": long, "target_start": len(long) - 4, "target_end": len(long)},    # target cut off
+            {"text": long, "target_start": 0, "target_end": 5},                        # truncated, target kept
+            {"text": "The bank.", "target_start": 4, "target_end": 8}]                 # not truncated
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = _run(tiny_bert, data, tmp_path / "s.zarr", max_length=16)
+    assert (result.n_truncated, result.n_targets_lost, result.max_length) == (2, 1, 16)
+    assert "2 examples truncated to max_length 16, 1 targets lost to the cut" in result.summary()

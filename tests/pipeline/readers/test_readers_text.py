@@ -118,7 +118,8 @@ def test_empty_text_names_the_row(tmp_path, bad):
 
 
 @pytest.mark.parametrize(
-    "start,end,problem", [(4, 99, "outside"), (-1, 3, "outside"), (5, 5, "empty"), (6, 2, "empty")]
+    "start,end,problem",
+    [(4, 99, "outside"), (-1, 3, "outside"), (5, 5, "empty"), (6, 2, "empty"), (3, 4, "only whitespace")],
 )
 def test_bad_target_span_names_the_row(tmp_path, start, end, problem):
     p = write_jsonl(tmp_path / "a.jsonl", [{"text": "ok text", "target_start": 0, "target_end": 2},

@@ -87,6 +87,7 @@ def test_wic_target_index_out_of_range_names_file_and_line(tmp_path):
         ("play\tV\t1-0\tWe play chess .", "expected 5 tab-separated fields"),
         ("play\tV\t1-0\tWe play chess .\tPlay it .\textra", "expected 5 tab-separated fields"),
         ("play\tV\t1:0\tWe play chess .\tPlay it .", "index field"),
+        ("play\tV\t1-0\tWe \u00a0 chess .\tPlay it .", "empty or whitespace token"),  # a no-break space
     ],
 )
 def test_wic_malformed_line_names_file_and_line(tmp_path, line, problem):
