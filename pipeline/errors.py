@@ -10,3 +10,14 @@ class LayerprobeError(Exception):
 
 class StoreError(LayerprobeError):
     """A store is missing, incomplete, corrupt, or from another configuration."""
+
+
+class OutTaken(StoreError):
+    """The output path holds something this run may not write into: `kind` is "not_a_store" or
+    "other_config", `detail` what differs. The message's advice is the CLI's (its flags); callers
+    with other means, such as a job file, give their own from `kind` and `detail`."""
+
+    def __init__(self, message: str, *, kind: str, detail: str = ""):
+        super().__init__(message)
+        self.kind = kind
+        self.detail = detail

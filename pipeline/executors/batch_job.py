@@ -8,13 +8,12 @@ import codecs
 import importlib
 import inspect
 import logging
-import re
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
-from pipeline.errors import LayerprobeError, StoreError
+from pipeline.errors import LayerprobeError, OutTaken, StoreError
 from schemas.job import BatchJobSpec, ExtractSpec
 
 log = logging.getLogger(__name__)
@@ -179,13 +178,10 @@ def run_batch_job(job_path: str, *, ray_address: str | None = None, executor: st
                 max_length=job.max_length, model_dtype=job.model_dtype, device=job.device, codec=job.codec,
                 trust_remote_code=job.trust_remote_code, limit=job.limit,
             )
-            existed = _exists(out)
             try:
                 result = run_extract(spec, executor=executor, workers=job.workers, ray_address=ray_address,
                                      progress=progress)
-            except StoreError as exc:
-                if not existed:
-                    raise
+            except OutTaken as exc:
                 raise _for_run(exc, out) from None
             lines.append(f"ok      {name}: {result.summary()}")
             source_format = _source_format(out)
@@ -216,29 +212,15 @@ def _resolve(path: str, base_dir: Path) -> str:
     return str(candidate) if candidate.exists() else path
 
 
-def _exists(path: str) -> bool:
-    from pipeline.store.fs import url_to_fs
-
-    fs, base = url_to_fs(path)
-    return fs.exists(base)
-
-
-def _for_run(exc: StoreError, out: str) -> StoreError:
+def _for_run(exc: OutTaken, out: str) -> StoreError:
     """extract's refusal to reuse an existing path gives advice in its own flags (a new --out, or
     --overwrite), which a job has neither of. A job deliberately has no `overwrite` field: it resumes
-    and skips its own stores, so overwriting would re-extract every store on every re-run. The
-    diagnosis is recognised by its fixed phrases (not by the advice, whose wording changes), and any
-    other StoreError passes through as it is."""
-    msg = str(exc).splitlines()[0]
-    if "is not a layerprobe store" in msg:
+    and skips its own stores, so overwriting would re-extract every store on every re-run."""
+    if exc.kind == "not_a_store":
         return StoreError(f"{out} already exists and is not a layerprobe store; a job never replaces it: "
                           f"set the job's output to another folder, or move {out} away")
-    if "another configuration" in msg:
-        why = re.search(r"another configuration (\(.*\))[;:]", msg)
-        return StoreError(f"{out} holds a store from another configuration{' ' + why.group(1) if why else ''}; "
-                          "a job never replaces a store: set the job's output to another folder, or delete "
-                          "that store to extract it again")
-    return exc
+    return StoreError(f"{out} holds a store from another configuration ({exc.detail}); a job never replaces "
+                      "a store: set the job's output to another folder, or delete that store to extract it again")
 
 
 def _source_format(store: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import LayerprobeError, StoreError
+from pipeline.errors import LayerprobeError, OutTaken, StoreError
 from pipeline.executors.planning import estimate_bytes, plan_shards
 from pipeline.extract import model_loading
 from pipeline.extract.forward import StoreTarget
@@ -275,8 +275,9 @@ def check_out(p: Prepared, overwrite: bool) -> dict | None:
     existing = _existing_manifest(path)
     if existing is None:
         # --overwrite replaces a store, never anything else: a folder of stores, the data, notes.
-        raise StoreError(f"--out {path} already exists and is not a layerprobe store; --overwrite only "
-                         "replaces a layerprobe store: choose another path, or remove it yourself")
+        raise OutTaken(f"--out {path} already exists and is not a layerprobe store; --overwrite only "
+                       "replaces a layerprobe store: choose another path, or remove it yourself",
+                       kind="not_a_store")
     if existing is False or overwrite:
         return None
     if existing.get("config_fingerprint") != p.manifest.config_fingerprint:
@@ -289,10 +290,9 @@ def check_out(p: Prepared, overwrite: bool) -> dict | None:
         diff = _settings_diff(existing.get("settings", {}), p.manifest.settings)
         if diff:
             what.append(diff)
-        raise StoreError(
-            f"--out {path} holds a store from another configuration ({'; '.join(what) or 'tokenizer differs'}); "
-            "refusing to mix data: use a new --out, or --overwrite to replace it"
-        )
+        detail = "; ".join(what) or "tokenizer differs"
+        raise OutTaken(f"--out {path} holds a store from another configuration ({detail}); refusing to mix "
+                       "data: use a new --out, or --overwrite to replace it", kind="other_config", detail=detail)
     return existing
 
 

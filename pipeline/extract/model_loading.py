@@ -9,6 +9,7 @@ first and downloaded only when the network allows.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -83,16 +84,49 @@ def resolve_model(name: str) -> ModelRef:
     return ModelRef(name, name, is_local=False)
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false")
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_reachable() -> bool:
+    """One TCP connect to the hub's endpoint (HF_ENDPOINT respected), 3 s at most. Without it a
+    machine with no route to the hub spends ~30 s in huggingface_hub's retries, printing each
+    warning twice, before the same answer."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_name_cached(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
 def _hub_kwargs(ref: ModelRef) -> dict:
     if ref.is_local:
         return {}
-    # A hub name: use the local cache; only try the network when HF_HUB_OFFLINE isn't set.
-    return {"local_files_only": os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")}
+    # A hub name: the local cache first (no network, the same files every run); the network only
+    # for a name not cached, when HF_HUB_OFFLINE isn't set and the hub answers at all.
+    if _hub_offline() or _hub_name_cached(ref.location):
+        return {"local_files_only": True}
+    if not _hub_reachable():
+        raise _hub_error(ref, ConnectionError("no connection to the hub within 3 s"))
+    return {"local_files_only": False}
 
 
 def _hub_error(ref: ModelRef, exc: Exception) -> LayerprobeError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    how = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
+    how = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face hub could not be reached"
     return LayerprobeError(
         f"model {ref.name!r} is not a local path and is not in the local Hugging Face cache, and {how}: "
         f"download it where the network is available (huggingface-cli download {ref.name}) and pass "

@@ -35,6 +35,10 @@ def _load(path: Path):
         raise LayerprobeError(f"{path} is empty; a text source needs at least one example")
     was_disabled = datasets.utils.are_progress_bars_disabled()
     datasets.utils.disable_progress_bars()
+    verbosity = datasets.logging.get_verbosity()
+    # datasets logs a parse error itself (twice: its own handler, then ours) before raising; the
+    # one line below says it, with the root cause.
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         with tempfile.TemporaryDirectory(prefix="layerprobe-datasets-") as cache:
             return datasets.load_dataset(
@@ -45,7 +49,10 @@ def _load(path: Path):
     except Exception as e:  # datasets/pyarrow/pandas raise many types for a bad file
         if "corresponds to no data" in str(e):
             raise LayerprobeError(f"{path} has no rows; a text source needs at least one example") from e
-        detail = " ".join(str(e).split())[:300] or type(e).__name__
+        root = e
+        while root.__cause__ is not None:  # "An error occurred while generating the dataset" hides why
+            root = root.__cause__
+        detail = " ".join(str(root).split())[:300] or type(root).__name__
         hint = {
             "json": "JSON Lines (one object per line) or a JSON list of objects",
             "csv": "CSV with a header row",
@@ -53,6 +60,7 @@ def _load(path: Path):
         }[builder]
         raise LayerprobeError(f"cannot read {path} as {builder} ({detail}); check it is {hint}") from e
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if not was_disabled:
             datasets.utils.enable_progress_bars()
 

@@ -55,3 +55,45 @@ def test_content_hash_identifies_weights_not_their_location(tiny_gpt2, tmp_path)
     a = ml.model_content_hash(ml.resolve_model(str(tiny_gpt2)))
     b = ml.model_content_hash(ml.resolve_model(str(tmp_path / "copy")))
     assert a == b
+
+
+def _no_hub_state(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    ml._hub_reachable.cache_clear()
+    ml._hub_name_cached.cache_clear()
+    monkeypatch.setattr(ml, "_hub_reachable", ml._hub_reachable.__wrapped__)
+    monkeypatch.setattr(ml, "_hub_name_cached", ml._hub_name_cached.__wrapped__)
+
+
+def test_an_unreachable_hub_fails_at_once_instead_of_retrying(monkeypatch):
+    import socket
+
+    import huggingface_hub.constants
+    import transformers
+
+    _no_hub_state(monkeypatch)
+    with socket.socket() as s:          # a port nothing listens on: the connect is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
+                        lambda *a, **k: pytest.fail("went to huggingface_hub (and its ~30 s of retries)"))
+    with pytest.raises(LayerprobeError, match="not in the local Hugging Face cache.*could not be reached"):
+        ml.load_config(ml.resolve_model("some-org/some-model-that-is-not-cached"))
+
+
+def test_a_cached_hub_name_loads_from_the_cache_without_the_network(monkeypatch, tmp_path, tiny_bert):
+    import shutil
+
+    import huggingface_hub.constants
+
+    _no_hub_state(monkeypatch)
+    repo = tmp_path / "hub" / "models--some-org--tiny"
+    snap = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_bert, snap)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(ml, "_hub_reachable", lambda: pytest.fail("asked the network for a cached model"))
+    ref = ml.resolve_model("some-org/tiny")
+    assert ml._hub_kwargs(ref) == {"local_files_only": True}

@@ -157,3 +157,11 @@ def test_empty_jsonl_file_is_a_layerprobe_error(tmp_path):
     (tmp_path / "e.jsonl").write_text("")
     with pytest.raises(LayerprobeError, match="is empty"):
         read_source(tmp_path / "e.jsonl")
+
+
+def test_a_malformed_jsonl_is_one_error_naming_the_parse_problem(tmp_path, caplog):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"text": "ok"}\n{bad json\n')
+    with pytest.raises(LayerprobeError, match=r"cannot read .*bad.jsonl as json \(JSON parse error: .*row 1\)"):
+        read_source(p)
+    assert not [r for r in caplog.records if r.name.startswith("datasets")]  # said once, by us
