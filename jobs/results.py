@@ -222,7 +222,13 @@ def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, yla
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
     """Check the output folder before any work: create it (with parents) and make sure a file can be
     written in it. One LayerprobeError naming the folder and the reason otherwise."""
+    from pipeline.store.fs import enclosing_store
+
     out = Path(out_dir)
+    store = enclosing_store(os.fspath(out))
+    if store:
+        raise LayerprobeError(f"--out {os.fspath(out)!r} is inside the store {store}: results there would "
+                              "become part of the store (and go with it when it is replaced); choose a folder outside it")
     if out.exists() and not out.is_dir():
         raise LayerprobeError(f"--out {os.fspath(out)!r} exists and is not a folder: give a folder path "
                               "(the probe writes <probe>.csv/.json/.png into it)")

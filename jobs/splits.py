@@ -110,6 +110,47 @@ def example_splits(examples) -> list[str | None]:
     return examples.column("split").to_pylist()
 
 
+def _fraction_interval(part: SplitPart) -> tuple[float, float] | None:
+    """The slice as fractions of its split, or None when a bound is a unit count (unknown here)."""
+    out = []
+    for text, default in ((part.start, 0.0), (part.stop, 1.0)):
+        if text == "":
+            out.append(default)
+            continue
+        m = _BOUND.match(text.strip())
+        if not m or not m.group(2):
+            return None
+        val = int(m.group(1)) / 100.0
+        out.append(min(max(val + 1.0 if val < 0 else val, 0.0), 1.0))
+    return out[0], out[1]
+
+
+def certain_overlaps(fit: str, evals: Sequence[str]) -> list[str]:
+    """The eval selectors that share units with the fit selector whatever the store holds: the same
+    split (or `all`) with overlapping whole or percentage slices. Lets a job refuse a leaking probe
+    before extracting anything; unit-count slices (dev[:100]) are left to check_disjoint."""
+    fit_parts = parse_selector(fit)
+    out = []
+    for sel in evals:
+        for a in fit_parts:
+            hit = False
+            for b in parse_selector(sel):
+                if a.name != b.name and "all" not in (a.name, b.name):
+                    continue
+                ia, ib = _fraction_interval(a), _fraction_interval(b)
+                if a.name != b.name:  # a whole `all` holds every unit of any non-empty slice
+                    whole, other = (ia, ib) if a.name == "all" else (ib, ia)
+                    hit = whole == (0.0, 1.0) and other is not None and other[1] - other[0] > 1e-9
+                elif ia is not None and ib is not None:
+                    hit = min(ia[1], ib[1]) - max(ia[0], ib[0]) > 1e-9
+                if hit:
+                    break
+            if hit:
+                out.append(sel)
+                break
+    return out
+
+
 def split_names(selector: str) -> list[str]:
     """The split names a selector draws from: 'train[:80%]+dev' -> ['train', 'dev']."""
     return list(dict.fromkeys(p.name for p in parse_selector(selector)))
@@ -148,6 +189,10 @@ def select_fit_eval(unit_splits: Sequence[str | None], fit: str, evals: Sequence
 
 
 def _refuse_overlap(fit: str, fit_idx: np.ndarray, evals: list[tuple[str, np.ndarray]], unit: str) -> None:
+    # An empty selection (dev[:0%], a slice past the end) would print a table of dashes and exit 0.
+    for sel, idx in [(fit, fit_idx), *evals]:
+        if len(idx) == 0:
+            raise LayerprobeError(f"selection {sel!r} picks no {unit}: check its split name and slice")
     for sel, idx in evals:
         shared = np.intersect1d(fit_idx, idx)
         if len(shared):

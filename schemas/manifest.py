@@ -67,7 +67,8 @@ class StoreStats(BaseModel):
     n_tokens: int = 0              # real token rows
     n_rows: int = 0                # rows of hidden_states incl. the padding that aligns shards to chunks
     n_shards: int = 0
-    n_truncated: int = 0
+    n_truncated: int = 0           # examples cut to max_length
+    n_targets_lost: int = 0        # ... whose target span lay past the cut (target_found false)
 
 
 class Manifest(BaseModel):

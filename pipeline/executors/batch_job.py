@@ -79,7 +79,7 @@ def load_job(path: str) -> BatchJobSpec:
 
         raise LayerprobeError(f"job spec {path}: {format_validation_error(exc)}") from None
     for probe in job.probes:
-        problem = probe_option_problem(probe.name, probe.options)
+        problem = probe_option_problem(probe.name, probe.options) or probe_split_problem(probe.name, probe.options)
         if problem:
             raise LayerprobeError(f"job spec {path}: {problem}")
     return job
@@ -119,6 +119,26 @@ def probe_option_problem(name: str, options: dict) -> str | None:
     missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in options]
     if missing:
         return f"probe {name} needs option {', '.join(repr(k) for k in missing)}"
+    return None
+
+
+def probe_split_problem(name: str, options: dict) -> str | None:
+    """An eval selection that shares units with the fit selection whatever the data (the probe
+    itself refuses every overlap, but only after the stores are extracted), or None."""
+    from jobs.splits import certain_overlaps, parse_selector_list
+
+    params = inspect.signature(probe_function(name)).parameters
+    fit = options.get("fit", params["fit"].default)
+    evals = options.get("eval", params["eval"].default)
+    if evals is None:
+        return None  # the probe's default: every split the fit selection does not draw from
+    try:
+        leaking = certain_overlaps(fit, parse_selector_list(evals) if isinstance(evals, str) else list(evals))
+    except LayerprobeError as exc:
+        return f"probe {name}: {exc}"
+    if leaking:
+        return (f"probe {name}: eval selection {leaking[0]!r} shares units with fit selection {fit!r}: scoring "
+                "on what was fitted would inflate the result; pick disjoint selections")
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pipeline.extract.forward import StoreTarget
 from pipeline.extract.tokenize import encode_examples
 from pipeline.readers import read_source
 from pipeline.store import layout
-from pipeline.store.fs import is_url, join, url_to_fs
+from pipeline.store.fs import enclosing_store, is_url, join, url_to_fs
 from pipeline.store.reader import committed_ids
 from pipeline.store.writer import consolidate_metadata, create_store, now_iso, write_manifest
 from schemas.job import ExtractSpec
@@ -104,6 +105,9 @@ def prepare(spec: ExtractSpec) -> Prepared:
     lengths, kept, n_truncated, n_lost = _measure(tokenizer, source.examples, spec.variant, max_length,
                                                   spec.keep)
     _warn_truncation(len(source.examples), n_truncated, n_lost, max_length, spec.keep)
+    if spec.keep == "targets" and not kept.any() and n_lost:
+        raise LayerprobeError(f"--keep targets, but every target lies past the max_length {max_length} cut: "
+                              "nothing would be stored; raise --max-length")
     if spec.keep == "targets" and not kept.any():
         raise LayerprobeError("--keep targets, but no example has a target span (WiC data, or "
                               "target_start/target_end columns)")
@@ -135,7 +139,7 @@ def prepare(spec: ExtractSpec) -> Prepared:
         variant=spec.variant, keep=spec.keep, layers=layers, dtype=spec.dtype, chunk_rows=chunk_rows,
         codec=spec.codec, max_length=max_length, settings=settings,
         stats=StoreStats(n_examples=len(source.examples), n_tokens=int(kept.sum()), n_rows=plan.n_rows,
-                         n_shards=len(plan.shards), n_truncated=n_truncated),
+                         n_shards=len(plan.shards), n_truncated=n_truncated, n_targets_lost=n_lost),
         versions=_versions(),
     )
     target = StoreTarget(path=spec.out, layers=layers, dtype=spec.dtype, chunk_rows=chunk_rows,
@@ -267,6 +271,13 @@ def check_out_is_not_data(out: str, data: str) -> None:
                           "there (it could destroy or mix with the data): choose an --out outside it")
 
 
+def check_out_not_in_a_store(out: str) -> None:
+    """Refuse an --out inside another store: replacing that store would delete this one silently."""
+    outer = enclosing_store(os.path.dirname(os.path.abspath(os.path.expanduser(out)))) if not is_url(out) else None
+    if outer:
+        raise LayerprobeError(f"--out {out} is inside the store {outer}; choose an --out outside it")
+
+
 def check_out(p: Prepared, overwrite: bool) -> dict | None:
     """Read-only: what is at --out, and whether this run may write there. Returns the existing
     store's manifest to resume, or None to create a new store (replacing an existing one under
@@ -332,6 +343,21 @@ def finalize(p: Prepared) -> int:
         return 0
 
 
+def _for_workers(spec: ExtractSpec, target):
+    """The spec and target with local paths made absolute. Ray workers run in the cluster's working
+    directory, not the caller's: a relative --out (or --model) would name another place there."""
+    import dataclasses
+
+    def absolute(path: str) -> str:
+        return path if is_url(path) else str(Path(path).expanduser().resolve())
+
+    model = spec.model
+    if model != model_loading.DEFAULT_MODEL and Path(model).expanduser().exists():  # not a hub name
+        model = absolute(model)
+    return (spec.model_copy(update={"out": absolute(spec.out), "model": model}),
+            dataclasses.replace(target, path=absolute(target.path)))
+
+
 def preflight(spec: ExtractSpec, executor: str, ray_address: str | None) -> None:
     """The checks that need the executor: the device, the Ray connection. They run before the store
     is created or an old one deleted, so a wrong flag costs nothing."""
@@ -358,6 +384,7 @@ def run_extract(spec: ExtractSpec, *, executor: str = "ray", workers: int | None
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise LayerprobeError(f"--workers must be a whole number of at least 1, got {workers!r}")
     check_out_is_not_data(spec.out, spec.data)
+    check_out_not_in_a_store(spec.out)
     p = prepare(spec)
     log.info(format_plan(p).splitlines()[0])
     trunc = dict(max_length=p.target.max_length, n_truncated=p.n_truncated, n_targets_lost=p.n_targets_lost)
@@ -383,7 +410,8 @@ def run_extract(spec: ExtractSpec, *, executor: str = "ray", workers: int | None
         run_local(spec, p.target, work, write_static=not static_done, progress=progress)
     else:
         from pipeline.executors.ray_executor import run_ray
-        run_ray(spec, p.target, work, write_static=not static_done, workers=workers,
+        wspec, wtarget = _for_workers(spec, p.target)
+        run_ray(wspec, wtarget, work, write_static=not static_done, workers=workers,
                 ray_address=ray_address, progress=progress)
     size = finalize(p)
     return ExtractResult(

@@ -107,6 +107,15 @@ def _is_datasets_export(path: str) -> bool:
     return True
 
 
+def _is_parquet_export(path: str) -> bool:
+    """A Parquet file this command wrote (its schema metadata names layerprobe_export): any other
+    .parquet, a dataset someone extracted from among them, may not be replaced."""
+    try:
+        return b"layerprobe_export" in (pq.read_schema(path).metadata or {})
+    except (OSError, pa.ArrowInvalid):
+        return False
+
+
 def _check_not_the_store(store: str, out: str) -> None:
     """Refuse an output that is the store, lies inside it or contains it: writing or replacing it
     would destroy the store (the output is always local, so a remote store cannot overlap it)."""
@@ -123,8 +132,8 @@ def _check_output(out: str, kind: str, overwrite: bool) -> None:
     if not os.path.lexists(out):
         return
     if kind == "parquet":
-        ours = os.path.islink(out) or os.path.isfile(out)
-        expected = "a regular file (a previous .parquet export)"
+        ours = os.path.islink(out) or (os.path.isfile(out) and _is_parquet_export(out))
+        expected = "a previous layerprobe .parquet export"
     else:
         ours = os.path.islink(out) or (os.path.isdir(out) and _is_datasets_export(out))
         expected = "a previous datasets export directory (dataset_info.json / state.json, no zarr store)"

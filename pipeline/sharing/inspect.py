@@ -54,7 +54,8 @@ def format_inspect(info: dict, *, all_shards: bool = False) -> str:
         f"layers:     {info['layers']}  (HF hidden_states index; 0 = embedding output)",
         f"storage:    {info['dtype']}, codec {info['codec']}, chunk_rows {info['chunk_rows']}",
         f"tokens:     {stats.get('n_tokens')} token rows of {stats.get('n_examples')} examples "
-        f"({stats.get('n_rows')} array rows incl. padding, {stats.get('n_truncated')} truncated)",
+        f"({stats.get('n_rows')} array rows incl. padding, {stats.get('n_truncated')} truncated"
+        + (f", {stats['n_targets_lost']} targets lost to the cut" if stats.get('n_targets_lost') else "") + ")",
         f"bytes:      {human_bytes(info['bytes'])}" + ("" if info["bytes"] is None else f" ({info['bytes']:,})"),
         f"created:    {info['created_at']}  completed: {info['completed_at']}",
         f"fingerprint:{' ' if info['config_fingerprint'] else ''}{info['config_fingerprint']}",

@@ -49,3 +49,25 @@ def write_json(fs, path: str, obj) -> None:
 def read_json(fs, path: str):
     with fs.open(path, "rb") as fh:
         return json.loads(fh.read())
+
+
+def enclosing_store(path: str) -> str | None:
+    """The local layerprobe store that `path` is or lies inside (a folder whose zarr.json carries
+    the manifest), or None. Writing a store or probe results there would put files into the store,
+    and replacing the outer store would delete them without a word."""
+    if is_url(path):
+        return None
+    p = os.path.abspath(os.path.expanduser(path))
+    while True:
+        meta = os.path.join(p, "zarr.json")
+        if os.path.isfile(meta):
+            try:
+                with open(meta, "rb") as fh:
+                    if "layerprobe" in json.loads(fh.read()).get("attributes", {}):
+                        return p
+            except (OSError, ValueError, AttributeError):
+                pass
+        parent = os.path.dirname(p)
+        if parent == p:
+            return None
+        p = parent

@@ -92,7 +92,8 @@ class Store:
             return StoreError(f"no layerprobe store at {self.path} (no zarr.json)")
         except Exception as read_exc:  # noqa: BLE001 - network/permission errors: say which
             return StoreError(f"cannot read {self.path}/zarr.json ({type(read_exc).__name__}: {read_exc})")
-        hint = "the store is damaged: restore it from a good copy or extract it again"
+        hint = ("the store is damaged: restore it from a good copy, or delete it and extract it again "
+                "(extract --overwrite replaces only a readable store)")
         try:
             meta = json.loads(raw)
         except ValueError as bad:  # truncated or overwritten: damage, not absence

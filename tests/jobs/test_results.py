@@ -90,3 +90,13 @@ def test_static_row_gets_its_own_labelled_tick(tmp_path):
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels[0] == "static" and labels[1:] == ["0", "1"]
     assert not any(math.isclose(x, -0.6) for line in fig.axes[0].get_lines() for x in line.get_xdata())
+
+
+def test_prepare_out_dir_refuses_a_folder_inside_a_store(tmp_path):
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text(json.dumps({"attributes": {"layerprobe": {"format": "layerprobe-store"}}}))
+    for out in (store, store / "wic"):
+        with pytest.raises(LayerprobeError, match="is inside the store"):
+            prepare_out_dir(out)
+    assert not (store / "wic").exists()

@@ -74,3 +74,22 @@ def test_disjoint_selections_pass_and_are_returned():
     fit, (a, b) = select_fit_eval(UNITS, "dev[:80%]", ["dev[80%:]", "test"])
     assert fit.tolist() == list(range(3, 11)) and a.tolist() == [11, 12] and b.tolist() == [13, 14]
     check_disjoint([None] * 4, "all[:50%]", ["all[50%:]"])
+
+
+def test_certain_overlaps_are_found_from_the_selectors_alone():
+    from jobs.splits import certain_overlaps
+
+    assert certain_overlaps("train[:80%]", ["train[80%:]", "dev", "train[:10]", "all[:50%]"]) == []
+    assert certain_overlaps("train[:80%]", ["train[50%:]", "train", "all", "dev+train[-30%:]"]) == [
+        "train[50%:]", "train", "all", "dev+train[-30%:]"]
+    assert certain_overlaps("all", ["dev"]) == ["dev"]
+
+
+def test_an_empty_fit_or_eval_selection_is_refused():
+    from jobs.splits import check_disjoint
+
+    units = ["dev"] * 10 + ["test"] * 5
+    with pytest.raises(LayerprobeError, match=r"selection 'dev\[:0%\]' picks no pairs"):
+        check_disjoint(units, "test", ["dev[:0%]"], unit="pairs")
+    with pytest.raises(LayerprobeError, match=r"selection 'test\[5:\]' picks no pairs"):
+        check_disjoint(units, "test[5:]", ["dev"], unit="pairs")

@@ -182,6 +182,8 @@ def test_truncation_is_warned_at_planning_and_reported_in_the_summary(tiny_gpt2,
     assert any("1 target spans lie past the max_length 32 cut" in w for w in warnings), warnings
     summary = capsys.readouterr().out
     assert "1 examples truncated to max_length 32, 1 targets lost to the cut" in summary
+    assert main(["inspect", str(tmp_path / "s.zarr")]) == 0     # and the store says so too
+    assert "1 truncated, 1 targets lost to the cut" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +223,13 @@ def test_dry_run_prints_the_plan_and_size_and_writes_nothing(tiny_gpt2, jsonl, t
     assert printed.startswith("plan: 4 examples -> ")
     assert "estimated size:" in printed and "shard     0: examples [0," in printed
     assert not out.exists()
+
+
+def test_an_out_inside_another_store_is_refused(tiny_gpt2, jsonl, tmp_path, capsys):
+    outer = tmp_path / "outer.zarr"
+    outer.mkdir()
+    (outer / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
+                                                 "attributes": {"layerprobe": {"format": "layerprobe-store"}}}))
+    assert main(extract(tiny_gpt2, jsonl, outer / "inner.zarr")) == 2
+    assert "is inside the store" in one_error_line(capsys)
+    assert sorted(p.name for p in outer.iterdir()) == ["zarr.json"]

@@ -154,6 +154,9 @@ def test_a_yaml_syntax_error_says_line_and_column(text, where, tmp_path):
     ({"name": "polar", "options": {"lambda-angle": 0.1}}, "probe polar has no option 'lambda-angle' (valid options: "),
     ({"name": "linear", "options": {"control": True}}, "probe linear needs option 'label'"),
     ({"name": "linear", "options": {"label": "upos", "out": "x"}}, "probe linear: option 'out' is set by the job"),
+    ({"name": "wic", "options": {"fit": "train[:80%]", "eval": "dev,train[50%:]"}},
+     "probe wic: eval selection 'train[50%:]' shares units with fit selection 'train[:80%]'"),
+    ({"name": "polar", "options": {"fit": "dev", "eval": "all"}}, "probe polar: eval selection 'all' shares units"),
 ])
 def test_bad_probe_options_are_refused_before_any_extraction(probe, message, tiny_gpt2, jsonl, tmp_path):
     root = tmp_path / "runs"

@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.errors import StoreError
 from pipeline.executors.extract_job import run_extract
+from pipeline.sharing.validate import validate_store
 from pipeline.extract import heap
 from pipeline.store.reader import open_store
 from schemas.job import ExtractSpec
@@ -241,3 +242,17 @@ def test_another_worker_exception_is_one_line_naming_the_shard_and_the_exception
     with pytest.raises(LayerprobeError) as info:
         _retry_or_fail(0, [MAX_ATTEMPTS], [], remote, 7)
     assert str(info.value) == f"shard 7 (tried {MAX_ATTEMPTS} times) failed in a Ray worker: ValueError: boom"
+
+
+def test_relative_paths_name_the_callers_directory_on_ray_workers(ray_cluster, tiny_gpt2, corpus, tmp_path,
+                                                                  monkeypatch):
+    """Ray workers run in the cluster's working directory, not the caller's: the store path (and a
+    local model path) they get must be absolute, or a relative --out is written, or deleted, elsewhere."""
+    import shutil
+
+    shutil.copytree(tiny_gpt2, tmp_path / "model")
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus[:6]))
+    monkeypatch.chdir(tmp_path)   # after the cluster started elsewhere (the repository root)
+    result = run_extract(spec("model", "d.jsonl", "rel.zarr"), executor="ray", progress=False)
+    assert result.status == "written"
+    assert validate_store(str(tmp_path / "rel.zarr")).ok

@@ -135,3 +135,12 @@ def test_truncated_examples_and_lost_targets_are_counted_in_the_result(tiny_bert
     result = _run(tiny_bert, data, tmp_path / "s.zarr", max_length=16)
     assert (result.n_truncated, result.n_targets_lost, result.max_length) == (2, 1, 16)
     assert "2 examples truncated to max_length 16, 1 targets lost to the cut" in result.summary()
+
+
+def test_keep_targets_with_every_target_past_the_cut_says_so(tiny_bert, tmp_path):
+    long = " ".join(["river"] * 40) + " bank"
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"text": long, "target_start": len(long) - 4, "target_end": len(long)}) + "\n")
+    with pytest.raises(LayerprobeError, match="every target lies past the max_length 16 cut"):
+        _run(tiny_bert, data, tmp_path / "s.zarr", max_length=16, keep="targets")
+    assert not (tmp_path / "s.zarr").exists()

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -174,8 +175,10 @@ def test_export_overwrite_replaces_only_a_previous_export(built_store, tmp_path,
     pq_dir = tmp_path / "d.parquet"
     pq_dir.mkdir()
     (pq_dir / "part-0.parquet").write_text("x")
+    data = tmp_path / "data.parquet"        # someone's dataset, e.g. the store's own source
+    pq.write_table(pa.table({"text": ["a sentence"]}), data)
     before = _files(tmp_path)
-    for out in (notes, zarrish, pq_dir):
+    for out in (notes, zarrish, pq_dir, data):
         rc = main(["export", str(built_store), "--layer", "1", "--to", str(out), "--overwrite"])
         line = _one_line_error(capsys, 2, rc)
         assert "remove it yourself" in line, line
