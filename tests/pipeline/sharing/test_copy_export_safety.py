@@ -51,6 +51,13 @@ def test_copy_into_the_folder_holding_the_source_is_refused_and_deletes_nothing(
     assert validate_store(str(runs / "a.zarr")).ok and validate_store(str(runs / "b.zarr")).ok
 
 
+def test_copy_into_another_store_is_refused(runs, capsys):
+    before = _files(runs)
+    rc = main(["copy", str(runs / "a.zarr"), str(runs / "b.zarr" / "nested.zarr")])
+    assert "is inside the store" in _one_line_error(capsys, 2, rc)
+    assert _files(runs) == before
+
+
 def test_copy_into_the_source_itself_or_a_folder_inside_it_is_refused(runs, capsys):
     src = runs / "a.zarr"
     before = _files(src)
