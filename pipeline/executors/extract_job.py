@@ -256,16 +256,10 @@ def _settings_diff(old: dict, new: dict) -> str:
 def check_out_is_not_data(out: str, data: str) -> None:
     """Refuse an --out that is, holds or lies inside the source data: --overwrite would delete the
     data, and a store written into a data directory mixes its files into the source."""
-    if is_url(out) or is_url(data):
-        return  # a remote store can't be the local data; remote sources aren't read
-    o, d = Path(out).expanduser().resolve(), Path(data).expanduser().resolve()
-    if o == d:
-        where = "is"
-    elif o in d.parents:
-        where = "contains"
-    elif d in o.parents:
-        where = "is inside"
-    else:
+    from pipeline.sharing.common import overlap  # the same rule copy and export use
+
+    where = overlap(data, out)
+    if where is None:
         return
     raise LayerprobeError(f"--out {out} {where} the source data --data {data}; refusing to write a store "
                           "there (it could destroy or mix with the data): choose an --out outside it")
