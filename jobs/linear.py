@@ -154,10 +154,17 @@ def _norm_label(v, col) -> str | None:
     return v.split(":", 1)[0] if col in UNIVERSAL else v
 
 
+def check_settings(*, max_iter: int = 1000) -> None:
+    """Refuse settings the probe cannot run, before any work (a job checks them before extracting)."""
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise LayerprobeError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+
+
 def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "dev", eval: str | list[str] = "test",
                control: bool = False, seed: int = 0, layers: list[int] | None = None, static: bool = True,
                max_iter: int = 1000, echo: bool = True) -> list[dict]:
     """Logistic-regression probe accuracy per layer (and static). Returns the result rows."""
+    check_settings(max_iter=max_iter)
     evals = parse_selector_list(eval) if isinstance(eval, str) else list(eval)
     split_names(fit)          # a malformed --fit fails here, before any work
     prepare_out_dir(out)

@@ -295,7 +295,7 @@ DEFAULT_HELDOUT_FRACTION = 0.1
 
 def check_settings(*, rank: int, epochs: int, lambda_angle: float, beta_root: float, lr: float = DEFAULT_LR,
                    lr_decay: float = DEFAULT_LR_DECAY, patience: int = DEFAULT_PATIENCE,
-                   heldout_fraction: float = DEFAULT_HELDOUT_FRACTION) -> None:
+                   heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, relations: str = "universal") -> None:
     """Refuse values that would silently run something else than asked for."""
     def is_int(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -317,6 +317,8 @@ def check_settings(*, rank: int, epochs: int, lambda_angle: float, beta_root: fl
         raise LayerprobeError(f"lr must be a finite number > 0, got {lr!r}")
     if not finite(lr_decay) or not 0 < lr_decay <= 1:
         raise LayerprobeError(f"lr_decay must lie in (0, 1], got {lr_decay!r}")
+    if relations not in ("universal", "full"):
+        raise LayerprobeError(f"relations must be 'universal' or 'full', got {relations!r}")
     if not finite(heldout_fraction) or not 0 <= heldout_fraction < 0.5:
         raise LayerprobeError(f"heldout_fraction must lie in [0, 0.5), got {heldout_fraction!r}")
 
@@ -607,10 +609,8 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
               heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, layers: list[int] | None = None,
               echo: bool = True) -> list[dict]:
     """Polar and structural probes per layer. Returns the result rows."""
-    if relations not in ("universal", "full"):
-        raise LayerprobeError(f"relations must be 'universal' or 'full', got {relations!r}")
     check_settings(rank=rank, epochs=epochs, lambda_angle=lambda_angle, beta_root=beta_root, lr=lr,
-                   patience=patience, heldout_fraction=heldout_fraction)
+                   patience=patience, heldout_fraction=heldout_fraction, relations=relations)
     evals = parse_selector_list(eval) if isinstance(eval, str) else list(eval)
     prepare_out_dir(out)
     s = resolve_store(store)

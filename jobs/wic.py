@@ -31,6 +31,12 @@ BATCH_PAIRS = 30
 
 
 # ---------------------------------------------------------------- pure math
+def check_settings(*, standardize: str = "global", threshold_grid: float | None = None) -> None:
+    """Refuse settings the probe cannot run, before any work (a job checks them before extracting)."""
+    if standardize not in STANDARDIZE_MODES:
+        raise LayerprobeError(f"unknown --standardize {standardize!r}: expected {', '.join(STANDARDIZE_MODES)}")
+    if threshold_grid is not None and not (np.isfinite(threshold_grid) and 0 < threshold_grid <= 2):
+        raise LayerprobeError(f"--threshold-grid must lie in (0, 2], got {threshold_grid}")
 
 
 def _safe_std(x: np.ndarray, axis=0) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +130,7 @@ def best_threshold(sims: np.ndarray, labels: np.ndarray, grid_step: float | None
     pos_from = ys.sum() - np.concatenate([[0], np.cumsum(ys)])
     correct = neg_below + pos_from   # index k = 0..n
     if grid_step is not None:
-        if not 0 < grid_step <= 2:
-            raise LayerprobeError(f"--threshold-grid must lie in (0, 2], got {grid_step}")
+        check_settings(threshold_grid=grid_step)
         n_steps = int(np.floor(2.0 / grid_step + 1e-9))
         thresholds = np.round(-1.0 + grid_step * np.arange(n_steps + 1), 10)
         ks = np.searchsorted(s, thresholds, side="right")
@@ -213,8 +218,7 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
             standardize: str = "global", threshold_grid: float | None = None, seed: int = 0,
             layers: list[int] | None = None, static: bool = True, echo: bool = True) -> list[dict]:
     """WiC accuracy per layer (and for the static embedding table). Returns the result rows."""
-    if standardize not in STANDARDIZE_MODES:
-        raise LayerprobeError(f"unknown --standardize {standardize!r}: expected {', '.join(STANDARDIZE_MODES)}")
+    check_settings(standardize=standardize, threshold_grid=threshold_grid)
     split_names(fit)          # a malformed --fit fails here, before any work
     prepare_out_dir(out)
     s = resolve_store(store)

@@ -93,6 +93,9 @@ class Manifest(BaseModel):
     settings: dict = Field(default_factory=dict)  # ExtractSpec.fingerprint_fields()
     stats: StoreStats = Field(default_factory=StoreStats)
     versions: dict[str, str] = Field(default_factory=dict)
+    # At completion, the commit records' written_with summed up: {"batch_tokens": {"4096": 9}, ...}
+    # (one value each unless a resume changed one).
+    written_with: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class ShardRecord(BaseModel):
@@ -135,3 +138,7 @@ class CommitRecord(BaseModel):
     chunk_crc32: dict[str, dict[str, list[int]]]
     table_sha256: dict[str, str] = Field(default_factory=dict)  # relative path -> sha256
     written_at: str
+    # How the shard was computed, where that changes float rounding but not what is stored:
+    # batch_tokens, device, padding_side, torch. Not in the fingerprint (a resume may lower
+    # --batch-tokens after an out-of-memory error), so a store that mixes them says so here.
+    written_with: dict[str, str | int] = Field(default_factory=dict)

@@ -8,6 +8,7 @@ import codecs
 import importlib
 import inspect
 import logging
+import typing
 from pathlib import Path
 
 import yaml
@@ -119,6 +120,41 @@ def probe_option_problem(name: str, options: dict) -> str | None:
     missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in options]
     if missing:
         return f"probe {name} needs option {', '.join(repr(k) for k in missing)}"
+    return _option_type_problem(name, options) or _option_value_problem(name, options)
+
+
+def _type_name(hint) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _option_type_problem(name: str, options: dict) -> str | None:
+    """An option whose YAML value is not of the type the probe function declares (`epochs: ten`,
+    `layers: "0,3"`), or None. Strict: YAML's `yes` is not an int and "10" is not a number."""
+    from pydantic import TypeAdapter
+
+    hints = typing.get_type_hints(probe_function(name))
+    for key, value in options.items():
+        try:
+            TypeAdapter(hints.get(key, typing.Any)).validate_python(value, strict=True)
+        except ValidationError:
+            return f"probe {name}: option {key!r} must be {_type_name(hints[key])}, got {value!r}"
+    return None
+
+
+def _option_value_problem(name: str, options: dict) -> str | None:
+    """A value the probe would refuse once it starts (`rank: 0`, `standardize: zscore`), judged by the
+    probe module's own pure `check_settings` on the job's options over the function's defaults."""
+    check = getattr(importlib.import_module(PROBE_FUNCTIONS[name][0]), "check_settings", None)
+    if check is None:
+        return None
+    params = inspect.signature(probe_function(name)).parameters
+    settings = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    settings.update(options)
+    takes = inspect.signature(check).parameters
+    try:
+        check(**{k: v for k, v in settings.items() if k in takes})
+    except LayerprobeError as exc:
+        return f"probe {name}: {exc}"
     return None
 
 

@@ -21,13 +21,18 @@ from pipeline.extract.tokenize import encode_examples
 from pipeline.readers import read_source
 from pipeline.store import layout
 from pipeline.store.fs import enclosing_store, is_url, join, url_to_fs
-from pipeline.store.reader import committed_ids
+from pipeline.store.reader import committed_ids, read_commit_records, summarize_written_with
 from pipeline.store.writer import consolidate_metadata, create_store, now_iso, write_manifest
 from schemas.job import ExtractSpec
 from schemas.manifest import (Manifest, ModelInfo, ShardPlan, SourceInfo, StoreStats, TokenizerInfo,
                               config_fingerprint)
 
 log = logging.getLogger(__name__)
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 shard`, `2 shards`, `1,024 examples`."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 @dataclass
@@ -47,8 +52,11 @@ class ExtractResult:
     n_targets_lost: int = 0             # ... of which the target span lay past the cut
 
     def summary(self) -> str:
+        if self.status == "already complete":  # nothing ran: no size or rate to report
+            return (f"{self.store}: already complete ({_count(self.n_shards, 'shard')}, {self.n_tokens:,} token "
+                    f"rows); nothing to do{self.truncation_note()}")
         rate = self.n_input_tokens / self.seconds if self.seconds else 0.0
-        return (f"{self.store}: {self.status}; {self.n_shards} shards ({self.n_skipped} already done), "
+        return (f"{self.store}: {self.status}; {_count(self.n_shards, 'shard')} ({self.n_skipped} already done), "
                 f"{self.n_tokens:,} token rows stored, {self.bytes_written / 1e6:,.1f} MB, "
                 f"{self.seconds:,.1f} s, {rate:,.0f} input tokens/s{self.truncation_note()}")
 
@@ -216,7 +224,7 @@ def _expected_compression(codec: str, dtype: str) -> float:
 def format_plan(p: Prepared) -> str:
     e = p.estimate
     lines = [
-        f"plan: {len(p.source.examples):,} examples -> {len(p.plan.shards)} shards, "
+        f"plan: {_count(len(p.source.examples), 'example')} -> {_count(len(p.plan.shards), 'shard')}, "
         f"{p.manifest.stats.n_tokens:,} token rows ({p.plan.n_rows:,} with chunk padding), "
         f"{int(p.input_lengths.sum()):,} input tokens, {len(p.manifest.layers)} layers x d={p.manifest.model.d_model}, "
         f"{p.spec.dtype}, chunks of {p.plan.chunk_rows} rows",
@@ -253,6 +261,48 @@ def _settings_diff(old: dict, new: dict) -> str:
     return "; ".join(diffs)
 
 
+# Settings that are also reader options, hashed into the source fingerprint (pipeline/readers): a
+# change to one of them changes the fingerprint with the files untouched.
+_SOURCE_SETTINGS = ("format", "text_column", "words_column", "limit")
+
+
+def _model_where(m: dict) -> str:
+    """Where a manifest's model was read from: its local directory (and GGUF file), else its name."""
+    location = m.get("location")
+    if location and m.get("gguf_file"):
+        return os.path.join(location, m["gguf_file"])
+    return location or m.get("name") or "?"
+
+
+def _config_difference(existing: dict, new: Manifest) -> str:
+    """What differs between an existing store's manifest and this run's, for the refusal: a model
+    or source by another name or path (OLD -> NEW), the same one whose content changed, and the
+    settings that differ."""
+    what = []
+    old_model = existing.get("model", {})
+    if old_model.get("content_hash") != new.model.content_hash:
+        new_model = new.model.model_dump()
+        if old_model.get("name") != new_model.get("name"):
+            what.append(f"model: {old_model.get('name')} -> {new_model.get('name')}")
+        elif _model_where(old_model) != _model_where(new_model):
+            what.append(f"model: {_model_where(old_model)} -> {_model_where(new_model)}")
+        else:
+            what.append(f"model at {_model_where(new_model)} changed since the store was written")
+    old_settings = existing.get("settings", {})
+    old_source = existing.get("source", {})
+    if old_source.get("fingerprint") != new.source.fingerprint:
+        if old_source.get("path") != new.source.path:
+            what.append(f"source data: {old_source.get('path')} -> {new.source.path}")
+        elif all(old_settings.get(k) == new.settings.get(k) for k in _SOURCE_SETTINGS):
+            # The same path read the same way: only the files' bytes are left to differ.
+            what.append(f"source data at {new.source.path} changed since the store was written")
+        # else the settings diff below (limit: 20 -> 30, ...) says why the fingerprint moved
+    diff = _settings_diff(old_settings, new.settings)
+    if diff:
+        what.append(diff)
+    return "; ".join(what) or "tokenizer differs"
+
+
 def check_out_is_not_data(out: str, data: str) -> None:
     """Refuse an --out that is, holds or lies inside the source data: --overwrite would delete the
     data, and a store written into a data directory mixes its files into the source."""
@@ -286,16 +336,7 @@ def check_out(p: Prepared, overwrite: bool) -> dict | None:
     if existing is False or overwrite:
         return None
     if existing.get("config_fingerprint") != p.manifest.config_fingerprint:
-        what = []
-        for key, label in (("model", "model"), ("source", "source data")):
-            old_hash = existing.get(key, {}).get("content_hash" if key == "model" else "fingerprint")
-            new_hash = getattr(p.manifest, key).content_hash if key == "model" else p.manifest.source.fingerprint
-            if old_hash != new_hash:
-                what.append(f"{label} differs ({existing.get(key, {}).get('name') or existing.get(key, {}).get('path')})")
-        diff = _settings_diff(existing.get("settings", {}), p.manifest.settings)
-        if diff:
-            what.append(diff)
-        detail = "; ".join(what) or "tokenizer differs"
+        detail = _config_difference(existing, p.manifest)
         raise OutTaken(f"--out {path} holds a store from another configuration ({detail}); refusing to mix "
                        "data: use a new --out, or --overwrite to replace it", kind="other_config", detail=detail)
     return existing
@@ -327,6 +368,13 @@ def finalize(p: Prepared) -> int:
     if missing or "static" not in done:
         raise StoreError(f"extraction ended with {len(missing)} shard(s) uncommitted: {missing[:10]}; "
                          "re-run the same command to finish them")
+    p.manifest.written_with = summarize_written_with(
+        read_commit_records(fs, base, [s.shard_id for s in p.plan.shards]))
+    mixed = {k: v for k, v in p.manifest.written_with.items() if len(v) > 1}
+    if mixed:  # a resume changed one: allowed (e.g. a smaller --batch-tokens after running out of memory)
+        log.warning("%s: shards were written with different %s (%s): their values agree to float rounding, "
+                    "not bit for bit; the manifest's written_with records it", p.spec.out, " and ".join(mixed),
+                    "; ".join(f"{k} " + ", ".join(f"{v} ({n} shards)" for v, n in c.items()) for k, c in mixed.items()))
     p.manifest.complete = True
     p.manifest.completed_at = now_iso()
     write_manifest(p.spec.out, p.manifest)

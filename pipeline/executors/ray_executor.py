@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from collections import deque
+from urllib.parse import urlsplit
 
 from pipeline.errors import LayerprobeError
 from pipeline.executors.progress import Progress
@@ -24,6 +26,35 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued: an actor never idles waiting for the driver
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+RAY_CLIENT_PORT = 10001  # Ray's default client server port (ray start --head --ray-client-server-port)
+# A reachable head answers a TCP connect in well under a second, even over a VPN; 5 s still lets a
+# lossy link retransmit the SYN twice (Linux resends it after 1 s and 3 s). Ray's own client retries
+# for ~40 s before giving up, so this answers an unreachable address 8x sooner.
+RAY_CLIENT_CONNECT_TIMEOUT_S = 5.0
+
+
+def check_ray_client_reachable(address: str | None, timeout: float = RAY_CLIENT_CONNECT_TIMEOUT_S) -> None:
+    """For a `ray://host[:port]` address, one TCP connect to the client server (port 10001 when none
+    is given), closed at once; raise LayerprobeError, one line, when it fails. Any other address
+    (None, "auto", "host:6379") is Ray's to resolve: nothing is checked."""
+    if not address or not address.startswith("ray://"):
+        return
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port or RAY_CLIENT_PORT
+    except ValueError as exc:  # a port that is not a number, or out of range
+        raise LayerprobeError(f"malformed Ray address {address}: {exc}; expected ray://host:port") from None
+    if not host:
+        raise LayerprobeError(f"malformed Ray address {address}: no host; expected ray://host:port")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = (f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError)
+                  else exc.strerror or str(exc) or type(exc).__name__)
+        raise LayerprobeError(f"cannot reach the Ray client server at {address} ({host}:{port}): {reason}; check "
+                              f"the address, and that `ray start --head` runs there with its client server on "
+                              f"port {port} (--ray-client-server-port), or use --executor local") from None
 
 
 def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
@@ -33,14 +64,17 @@ def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
         # No --ray-address: join the cluster named by RAY_ADDRESS (set inside `ray job submit`), or
         # start a local one.
         address = ray_address or os.environ.get("RAY_ADDRESS")
+        # An unreachable ray:// address answers here, in seconds, not after Ray's ~40 s of retries.
+        check_ray_client_reachable(address)
         kwargs = {"address": address} if address else {"num_cpus": num_cpus}
         # Workers import the project from the driver's environment; silence Ray's usage prompt.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             ray.init(log_to_driver=True, include_dashboard=False, **kwargs)
         except (ConnectionError, TimeoutError, ValueError) as exc:
-            # No cluster at `auto`, an unreachable ray:// address (Ray's client gives up after ~40 s
-            # of retries), a malformed address: the user's to fix, so one line.
+            # No cluster at `auto`, a ray:// port that takes the connection but is no Ray client
+            # server (Ray's client gives up after ~40 s of retries), a malformed address: the
+            # user's to fix, so one line.
             where = f"Ray at {address}" if address else "a local Ray"
             raise LayerprobeError(f"cannot connect to {where}: {_one_line(exc).rstrip('.')}; check the address and "
                                   "that the cluster is running, or use --executor local") from None

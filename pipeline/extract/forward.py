@@ -82,6 +82,11 @@ class ShardExtractor:
         self._takes_token_type_ids = "token_type_ids" in params
         self._pin = self.device.startswith("cuda")
         self._copy_stream = torch.cuda.Stream() if self._pin else None
+        self.written_with = {  # recorded in each commit record: they move float rounding, not values
+            "batch_tokens": self.spec.batch_tokens, "padding_side": self.tokenizer.padding_side,
+            "device": f"cuda ({torch.cuda.get_device_name(self.device)})" if self._pin else self.device,
+            "torch": torch.__version__,
+        }
         # torch, transformers and the model leave ~460k objects for the cyclic GC to walk: each full
         # collection (every few shards, from the encodings' lists) took ~0.2 s. Frozen, they are
         # never walked again; they live as long as the worker anyway (collected first, so no garbage
@@ -108,7 +113,7 @@ class ShardExtractor:
         kept = [e.kept(spec.keep) for e in encoded]
         writer = ShardWriter(target.path, shard, layers=target.layers, dtype=target.dtype,
                              chunk_rows=target.chunk_rows, config_fingerprint=target.config_fingerprint,
-                             storage_options=target.storage_options)
+                             storage_options=target.storage_options, written_with=self.written_with)
         written: list[int] = []  # examples in the order their rows were written
         try:
             for batch in token_budget_batches([len(e) for e in encoded], spec.batch_tokens):

@@ -35,11 +35,31 @@ def inspect_store(path: str, storage_options: dict | None = None) -> dict:
         "max_length": m.get("max_length"), "stats": m.get("stats", {}),
         "config_fingerprint": m.get("config_fingerprint"),
         "created_at": m.get("created_at"), "completed_at": m.get("completed_at"),
+        "written_with": m.get("written_with") or {},
         "manifest_complete": bool(m.get("complete")),
         "complete": n_ok == len(shards) and committed["static"],
         "n_committed": n_ok, "static_committed": committed["static"],
         "bytes": size, "shards": shards,
     }
+
+
+def _completed(info: dict) -> str:
+    if info["complete"] or not info["completed_at"]:
+        return str(info["completed_at"])
+    # The manifest says complete, but commit records are missing (damage, or a hand edit).
+    return f"{info['completed_at']} per the manifest, but commit records are missing (run validate)"
+
+
+def format_written_with(summary: dict[str, dict[str, int]]) -> str:
+    """`batch_tokens 4096, device cpu, ...`; a setting a resume changed shows each value's shards."""
+    parts = []
+    for key, counts in summary.items():
+        if len(counts) == 1:
+            parts.append(f"{key} {next(iter(counts))}")
+        else:
+            parts.append(f"{key} " + " / ".join(f"{v} ({n} shards)" for v, n in counts.items())
+                         + " [MIXED: values agree to float rounding, not bit for bit]")
+    return ", ".join(parts)
 
 
 def format_inspect(info: dict, *, all_shards: bool = False) -> str:
@@ -57,9 +77,11 @@ def format_inspect(info: dict, *, all_shards: bool = False) -> str:
         f"({stats.get('n_rows')} array rows incl. padding, {stats.get('n_truncated')} truncated"
         + (f", {stats['n_targets_lost']} targets lost to the cut" if stats.get('n_targets_lost') else "") + ")",
         f"bytes:      {human_bytes(info['bytes'])}" + ("" if info["bytes"] is None else f" ({info['bytes']:,})"),
-        f"created:    {info['created_at']}  completed: {info['completed_at']}",
+        f"created:    {info['created_at']}  completed: " + _completed(info),
         f"fingerprint:{' ' if info['config_fingerprint'] else ''}{info['config_fingerprint']}",
     ]
+    if info["written_with"]:
+        lines.append("written:    " + format_written_with(info["written_with"]))
     n = len(info["shards"])
     state = "complete" if info["complete"] else "INCOMPLETE"
     lines.append(f"status:     {state}: {info['n_committed']}/{n} shards committed, static embeddings "

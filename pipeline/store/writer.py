@@ -137,8 +137,10 @@ class ShardWriter:
     """
 
     def __init__(self, path: str, shard: ShardRecord, *, layers: list[int], dtype: str, chunk_rows: int,
-                 config_fingerprint: str, storage_options: dict | None = None, queue_depth: int = 3):
+                 config_fingerprint: str, storage_options: dict | None = None, queue_depth: int = 3,
+                 written_with: dict | None = None):
         self.path = path
+        self.written_with = written_with or {}
         self.shard = shard
         self.layers = layers
         self.dtype = np.dtype(dtype)
@@ -186,7 +188,7 @@ class ShardWriter:
         finally:
             self._tail.shutdown()
         return commit_shard(self.path, self.shard, tokens, examples, self._crcs, self.layers,
-                            self.fingerprint, self.storage_options)
+                            self.fingerprint, self.storage_options, written_with=self.written_with)
 
     def abort(self) -> None:
         if self._thread.is_alive():
@@ -262,7 +264,7 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 def commit_shard(path: str, shard: ShardRecord, tokens: pa.Table, examples: pa.Table,
                  crcs: list[list[int]], layers: list[int], fingerprint: str,
-                 storage_options: dict | None = None) -> CommitRecord:
+                 storage_options: dict | None = None, written_with: dict | None = None) -> CommitRecord:
     fs, base = url_to_fs(path, storage_options)
     digests = {}
     for rel, table in ((layout.tokens_table(shard.shard_id), tokens),
@@ -275,7 +277,7 @@ def commit_shard(path: str, shard: ShardRecord, tokens: pa.Table, examples: pa.T
         n_examples=shard.example_end - shard.example_start, row_start=shard.row_start,
         n_rows_padded=shard.n_rows_padded,
         chunk_crc32={layout.HIDDEN: {str(li): c for li, c in enumerate(crcs)}},
-        table_sha256=digests, written_at=now_iso(),
+        table_sha256=digests, written_at=now_iso(), written_with=written_with or {},
     )
     # The commit record goes last: until it exists, the shard is invisible and will be redone.
     write_json(fs, join(base, layout.commit_record(shard.shard_id)), record.model_dump(mode="json"))

@@ -157,6 +157,15 @@ def test_a_yaml_syntax_error_says_line_and_column(text, where, tmp_path):
     ({"name": "wic", "options": {"fit": "train[:80%]", "eval": "dev,train[50%:]"}},
      "probe wic: eval selection 'train[50%:]' shares units with fit selection 'train[:80%]'"),
     ({"name": "polar", "options": {"fit": "dev", "eval": "all"}}, "probe polar: eval selection 'all' shares units"),
+    # Values of the wrong type or out of range: refused now, not after every store is extracted.
+    ({"name": "polar", "options": {"epochs": "ten"}}, "probe polar: option 'epochs' must be int, got 'ten'"),
+    ({"name": "wic", "options": {"layers": "0,3"}}, "probe wic: option 'layers' must be list[int] | None"),
+    ({"name": "wic", "options": {"static": "yes"}}, "probe wic: option 'static' must be bool"),
+    ({"name": "polar", "options": {"rank": 0}}, "probe polar: rank must be an integer >= 1"),
+    ({"name": "polar", "options": {"relations": "ud"}}, "probe polar: relations must be 'universal' or 'full'"),
+    ({"name": "wic", "options": {"standardize": "zscore"}}, "probe wic: unknown --standardize 'zscore'"),
+    ({"name": "wic", "options": {"threshold_grid": 0}}, "probe wic: --threshold-grid must lie in (0, 2]"),
+    ({"name": "linear", "options": {"label": "upos", "max_iter": 0}}, "probe linear: max_iter must be an integer >= 1"),
 ])
 def test_bad_probe_options_are_refused_before_any_extraction(probe, message, tiny_gpt2, jsonl, tmp_path):
     root = tmp_path / "runs"
@@ -178,8 +187,10 @@ def test_probe_options_are_checked_against_the_probe_functions_own_keywords():
     from pipeline.executors.batch_job import probe_option_problem
 
     for name, fn in (("wic", run_wic), ("polar", run_polar), ("linear", run_linear)):
-        keywords = [k for k in inspect.signature(fn).parameters if k not in ("store", "out")]
-        options = {k: None for k in keywords}
+        # Every keyword the function takes, at its default value: all accepted, type and value.
+        options = {k: p.default for k, p in inspect.signature(fn).parameters.items() if k not in ("store", "out")}
+        if name == "linear":
+            options["label"] = "upos"
         assert probe_option_problem(name, options) is None, name
 
 
