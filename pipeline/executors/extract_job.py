@@ -3,7 +3,6 @@ on an executor, then mark the store complete."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -20,7 +19,7 @@ from pipeline.extract.forward import StoreTarget
 from pipeline.extract.tokenize import encode_examples
 from pipeline.readers import read_source
 from pipeline.store import layout
-from pipeline.store.fs import enclosing_store, is_url, join, url_to_fs
+from pipeline.store.fs import enclosing_store, is_url, root_manifest, url_to_fs
 from pipeline.store.reader import committed_ids, read_commit_records, summarize_written_with
 from pipeline.store.writer import consolidate_metadata, create_store, now_iso, write_manifest
 from schemas.job import ExtractSpec
@@ -246,13 +245,7 @@ def _existing_manifest(path: str) -> dict | None | bool:
     fs, base = url_to_fs(path)
     if not fs.exists(base):
         return False
-    try:
-        with fs.open(join(base, "zarr.json"), "rb") as fh:
-            meta = json.loads(fh.read())
-    except (FileNotFoundError, NotADirectoryError, ValueError):  # NotADirectory: --out is a file
-        return None
-    m = meta.get("attributes", {}).get(layout.MANIFEST_ATTR)
-    return m if isinstance(m, dict) else None
+    return root_manifest(fs, base)
 
 
 def _settings_diff(old: dict, new: dict) -> str:

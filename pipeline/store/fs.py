@@ -51,22 +51,36 @@ def read_json(fs, path: str):
         return json.loads(fh.read())
 
 
+def root_manifest(fs, base: str) -> dict | None:
+    """The layerprobe manifest in `base`/zarr.json, or None where there is none: no such file (or
+    `base` is a file), not JSON, or a Zarr group without one. Other errors (permissions, a remote
+    host's refusal) propagate: they say nothing about whether a store is there."""
+    from pipeline.store.layout import MANIFEST_ATTR
+
+    try:
+        with fs.open(join(base, "zarr.json"), "rb") as fh:
+            meta = json.loads(fh.read())
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: not JSON, not UTF-8
+        return None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    manifest = attrs.get(MANIFEST_ATTR) if isinstance(attrs, dict) else None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def enclosing_store(path: str) -> str | None:
     """The local layerprobe store that `path` is or lies inside (a folder whose zarr.json carries
     the manifest), or None. Writing a store or probe results there would put files into the store,
     and replacing the outer store would delete them without a word."""
     if is_url(path):
         return None
+    local = LocalFileSystem()
     p = os.path.abspath(os.path.expanduser(path))
     while True:
-        meta = os.path.join(p, "zarr.json")
-        if os.path.isfile(meta):
-            try:
-                with open(meta, "rb") as fh:
-                    if "layerprobe" in json.loads(fh.read()).get("attributes", {}):
-                        return p
-            except (OSError, ValueError, AttributeError):
-                pass
+        try:
+            if root_manifest(local, p) is not None:
+                return p
+        except OSError:  # an unreadable folder on the way up is not a store we could write into
+            pass
         parent = os.path.dirname(p)
         if parent == p:
             return None
