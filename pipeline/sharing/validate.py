@@ -23,6 +23,7 @@ from pipeline.sharing.common import (chunk_crc32, chunk_key, decode_chunk, open_
                                      read_array_meta, read_bytes, read_many, safe_join, store_errors,
                                      table_from_bytes)
 from pipeline.store import layout
+from pipeline.store.reader import summarize_written_with
 from schemas.manifest import (FORMAT_NAME, FORMAT_VERSION, SETTINGS_MIRRORED, CommitRecord, Manifest,
                               config_fingerprint)
 
@@ -218,6 +219,7 @@ def validate_store(path: str, storage_options: dict | None = None, *, check_stat
         layers = list(st.manifest.get("layers", []))
         n_layers = hmeta["shape"][0]
         missing_commits = 0
+        records = []
 
         for s in st.plan.shards:
             where = f"shard {s.shard_id}"
@@ -226,6 +228,7 @@ def validate_store(path: str, storage_options: dict | None = None, *, check_stat
                 missing_commits += 1
                 continue
             rep.n_committed += 1
+            records.append(rec)
             if rec.shard_id != s.shard_id:
                 rep.add(where, f"commit record is for shard {rec.shard_id}")
             if rec.config_fingerprint != fingerprint:
@@ -285,4 +288,10 @@ def validate_store(path: str, storage_options: dict | None = None, *, check_stat
                               lambda L: "static embeddings")
         if missing_commits and st.manifest.get("complete"):
             rep.add("manifest", f"says complete but {missing_commits} commit record(s) are missing")
+        # The manifest's summary of how shards were written must be the records' (stores from before
+        # 2026-11-25 have neither).
+        summary = st.manifest.get("written_with")
+        if summary and not missing_commits and summary != summarize_written_with(records):
+            rep.add("manifest", "written_with does not match the commit records' "
+                                f"({summarize_written_with(records)})")
     return rep

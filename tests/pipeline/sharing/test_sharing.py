@@ -146,6 +146,14 @@ def test_validate_finds_an_edited_manifest(store):
     assert len(msgs) == 1 and msgs[0].startswith("manifest: config_fingerprint") and "was edited" in msgs[0]
 
 
+def test_validate_checks_the_manifests_written_with_against_the_commit_records(store):
+    summary = open_store(str(store)).manifest["written_with"]
+    assert summary["batch_tokens"] and validate_store(str(store)).ok
+    _set_manifest(store, written_with={**summary, "batch_tokens": {"1": 1}})
+    msgs = [str(p) for p in validate_store(str(store)).problems]
+    assert len(msgs) == 1 and msgs[0].startswith("manifest: written_with does not match the commit records'")
+
+
 def test_missing_or_corrupt_data_is_an_error_never_zeros(store, tmp_path, capsys):
     (store / "hidden_states" / "c" / "1" / "1" / "0").unlink()            # layer position 1, rows 16-31
     (store / "hidden_states" / "c" / "2" / "0" / "0").write_bytes(b"garbage" * 9)
