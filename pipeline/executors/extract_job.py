@@ -365,9 +365,10 @@ def finalize(p: Prepared) -> int:
         read_commit_records(fs, base, [s.shard_id for s in p.plan.shards]))
     mixed = {k: v for k, v in p.manifest.written_with.items() if len(v) > 1}
     if mixed:  # a resume changed one: allowed (e.g. a smaller --batch-tokens after running out of memory)
-        log.warning("%s: shards were written with different %s (%s): their values agree to float rounding, "
-                    "not bit for bit; the manifest's written_with records it", p.spec.out, " and ".join(mixed),
-                    "; ".join(f"{k} " + ", ".join(f"{v} ({n} shards)" for v, n in c.items()) for k, c in mixed.items()))
+        log.warning("%s: shards were written with different %s: their values agree to float rounding, not "
+                    "bit for bit; the manifest's written_with records it", p.spec.out,
+                    "; ".join(f"{k} " + ", ".join(f"{v} ({_count(n, 'shard')})" for v, n in c.items())
+                              for k, c in mixed.items()))
     p.manifest.complete = True
     p.manifest.completed_at = now_iso()
     write_manifest(p.spec.out, p.manifest)

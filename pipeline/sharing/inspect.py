@@ -57,7 +57,7 @@ def format_written_with(summary: dict[str, dict[str, int]]) -> str:
         if len(counts) == 1:
             parts.append(f"{key} {next(iter(counts))}")
         else:
-            parts.append(f"{key} " + " / ".join(f"{v} ({n} shards)" for v, n in counts.items())
+            parts.append(f"{key} " + " / ".join(f"{v} ({n} shard{'s' * (n != 1)})" for v, n in counts.items())
                          + " [MIXED: values agree to float rounding, not bit for bit]")
     return ", ".join(parts)
 
