@@ -386,7 +386,10 @@ def estimate(model: str, data: Path, root: Path) -> list[dict]:
 # -- report ----------------------------------------------------------------------------------------
 def shard_trend(peaks: list[float]) -> tuple[float, float] | None:
     """Least-squares slope of shard peaks against shard index, MB per shard, and its 95% half-width
-    (normal approximation); None with fewer than 4 shards."""
+    (Student's t, n - 2 degrees of freedom; it assumes independent shards, and neighbouring shards'
+    peaks are somewhat correlated, so read it as a little narrow); None with fewer than 4 shards."""
+    from scipy.stats import t as student_t
+
     n = len(peaks)
     if n < 4:
         return None
@@ -394,7 +397,7 @@ def shard_trend(peaks: list[float]) -> tuple[float, float] | None:
     slope, intercept = np.polyfit(x, np.asarray(peaks, dtype=float), 1)
     resid = np.asarray(peaks) - (intercept + slope * x)
     se = np.sqrt((resid ** 2).sum() / (n - 2) / ((x - x.mean()) ** 2).sum())
-    return float(slope), float(1.96 * se)
+    return float(slope), float(student_t.ppf(0.975, n - 2) * se)
 
 
 def report(r: dict) -> str:
@@ -455,9 +458,10 @@ def report(r: dict) -> str:
                          + f" | {min(v['shards']):.0f} / {np.median(v['shards']):.0f} / {max(v['shards']):.0f} MB | "
                          f"{max(v['shards'][:k]):.0f} / {max(v['shards'][-k:]):.0f} MB | "
                          + (f"{trend[0]:+.1f} ± {trend[1]:.1f}" if trend else "–") + " |")
+        many, few = (len(s[f"rss_MB_{label}"]["shards"]) for label in ("10x", "1x"))
         lines += ["", "Memory is bounded by one shard's work if the shard peaks have no trend: growth with the data "
-                  "would show as a slope whose interval excludes 0. The max of 20 shard peaks exceeds the max of 2 "
-                  "even without one (glibc's arena fragmentation moves each shard's peak by tens of MB).", ""]
+                  f"would show as a slope whose interval excludes 0. The max of {many} shard peaks exceeds the max "
+                  f"of {few} even without one (glibc's arena fragmentation moves each shard's peak by tens of MB).", ""]
     lines += ["## Dry-run size estimate", "", "| dtype | estimated | on disk | error |", "|---|---|---|---|"]
     lines += [f"| {e['dtype']} | {e['estimated_bytes'] / 1e6:.2f} MB | {e['real_bytes'] / 1e6:.2f} MB | "
               f"{e['error'] * 100:+.1f}% |" for e in r["estimate"]]

@@ -137,8 +137,22 @@ def _option_type_problem(name: str, options: dict) -> str | None:
         try:
             TypeAdapter(hints.get(key, typing.Any)).validate_python(value, strict=True)
         except ValidationError:
-            return f"probe {name}: option {key!r} must be {_type_name(hints[key])}, got {value!r}"
+            return (f"probe {name}: option {key!r} must be {_type_name(hints[key])}, got {value!r}"
+                    + _yaml_hint(value))
     return None
+
+
+def _yaml_hint(value) -> str:
+    """YAML's own readings that look like the user's mistake but are not."""
+    if isinstance(value, bool):
+        return " (YAML reads yes/no/on/off/true/false as booleans: quote the value for text)"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (YAML reads quoted numbers, and 1e-3 without a dot, as text: write it unquoted, e.g. 1.0e-3)"
+    return ""
 
 
 def _option_value_problem(name: str, options: dict) -> str | None:

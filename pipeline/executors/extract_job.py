@@ -267,24 +267,33 @@ def _model_where(m: dict) -> str:
     return location or m.get("name") or "?"
 
 
+def _same_place(a: str | None, b: str | None) -> bool:
+    """Whether two recorded paths name the same place: `data/wic`, `data/wic/` and `./data/wic`
+    do (resolved from here, where the run that wrote the store most likely ran too)."""
+    if a is None or b is None or is_url(a) or is_url(b):
+        return a is not None and b is not None and a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+
+
 def _config_difference(existing: dict, new: Manifest) -> str:
     """What differs between an existing store's manifest and this run's, for the refusal: a model
-    or source by another name or path (OLD -> NEW), the same one whose content changed, and the
-    settings that differ."""
+    or source in another place (OLD -> NEW), the same one whose content changed, and the settings
+    that differ."""
     what = []
     old_model = existing.get("model", {})
     if old_model.get("content_hash") != new.model.content_hash:
         new_model = new.model.model_dump()
-        if old_model.get("name") != new_model.get("name"):
+        old_where, new_where = _model_where(old_model), _model_where(new_model)
+        if _same_place(old_where, new_where):
+            what.append(f"model at {new_where} changed since the store was written")
+        elif old_model.get("name") != new_model.get("name"):
             what.append(f"model: {old_model.get('name')} -> {new_model.get('name')}")
-        elif _model_where(old_model) != _model_where(new_model):
-            what.append(f"model: {_model_where(old_model)} -> {_model_where(new_model)}")
         else:
-            what.append(f"model at {_model_where(new_model)} changed since the store was written")
+            what.append(f"model: {old_where} -> {new_where}")
     old_settings = existing.get("settings", {})
     old_source = existing.get("source", {})
     if old_source.get("fingerprint") != new.source.fingerprint:
-        if old_source.get("path") != new.source.path:
+        if not _same_place(old_source.get("path"), new.source.path):
             what.append(f"source data: {old_source.get('path')} -> {new.source.path}")
         elif all(old_settings.get(k) == new.settings.get(k) for k in _SOURCE_SETTINGS):
             # The same path read the same way: only the files' bytes are left to differ.
@@ -364,7 +373,7 @@ def finalize(p: Prepared) -> int:
     p.manifest.written_with = summarize_written_with(
         read_commit_records(fs, base, [s.shard_id for s in p.plan.shards]))
     mixed = {k: v for k, v in p.manifest.written_with.items() if len(v) > 1}
-    if mixed:  # a resume changed one: allowed (e.g. a smaller --batch-tokens after running out of memory)
+    if mixed:  # a resume changed one (e.g. a smaller --batch-tokens after running out of memory), or workers differ
         log.warning("%s: shards were written with different %s: their values agree to float rounding, not "
                     "bit for bit; the manifest's written_with records it", p.spec.out,
                     "; ".join(f"{k} " + ", ".join(f"{v} ({_count(n, 'shard')})" for v, n in c.items())

@@ -35,7 +35,7 @@ def inspect_store(path: str, storage_options: dict | None = None) -> dict:
         "max_length": m.get("max_length"), "stats": m.get("stats", {}),
         "config_fingerprint": m.get("config_fingerprint"),
         "created_at": m.get("created_at"), "completed_at": m.get("completed_at"),
-        "written_with": m.get("written_with") or {},
+        "written_with": m.get("written_with") if isinstance(m.get("written_with"), dict) else {},
         "manifest_complete": bool(m.get("complete")),
         "complete": n_ok == len(shards) and committed["static"],
         "n_committed": n_ok, "static_committed": committed["static"],
@@ -54,7 +54,9 @@ def format_written_with(summary: dict[str, dict[str, int]]) -> str:
     """`batch_tokens 4096, device cpu, ...`; a setting a resume changed shows each value's shards."""
     parts = []
     for key, counts in summary.items():
-        if len(counts) == 1:
+        if not isinstance(counts, dict) or not counts:  # a hand-edited manifest: show it as it is
+            parts.append(f"{key} {counts!r}")
+        elif len(counts) == 1:
             parts.append(f"{key} {next(iter(counts))}")
         else:
             parts.append(f"{key} " + " / ".join(f"{v} ({n} shard{'s' * (n != 1)})" for v, n in counts.items())

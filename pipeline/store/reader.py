@@ -47,19 +47,27 @@ def read_commit_records(fs, base: str, ids: list) -> list[CommitRecord]:
     """The commit records of `ids` (all committed), read concurrently: small JSON files, but a remote
     store answers each request in tens of milliseconds."""
     def read(i) -> CommitRecord:
-        return CommitRecord.model_validate(read_json(fs, join(base, layout.commit_record(i))))
+        path = join(base, layout.commit_record(i))
+        try:
+            return CommitRecord.model_validate(read_json(fs, path))
+        except ValueError:  # not JSON, or not a commit record (pydantic's ValidationError is one too)
+            raise StoreError(f"the commit record {path} is unreadable: delete it and re-run the same extract "
+                             "command to redo that shard (`layerprobe validate` lists any other damage)") from None
 
     with ThreadPoolExecutor(min(16, max(1, len(ids)))) as pool:
         return list(pool.map(read, ids))
 
 
 def summarize_written_with(records: list[CommitRecord]) -> dict[str, dict[str, int]]:
-    """{setting: {value: number of shards}} over the records' written_with."""
-    out: dict[str, dict[str, int]] = {}
+    """{setting: {value: number of shards}} over the records' written_with. A record without one (a
+    shard written before 2026-11-25, in a store resumed since) counts as "unknown", so the store
+    shows as mixed rather than as written the way its newer shards were."""
+    keys = list(dict.fromkeys(k for rec in records for k in rec.written_with))
+    out: dict[str, dict[str, int]] = {k: {} for k in keys}
     for rec in records:
-        for key, value in rec.written_with.items():
-            counts = out.setdefault(key, {})
-            counts[str(value)] = counts.get(str(value), 0) + 1
+        for key in keys:
+            value = str(rec.written_with.get(key, "unknown"))
+            out[key][value] = out[key].get(value, 0) + 1
     return out
 
 

@@ -159,6 +159,8 @@ def test_a_yaml_syntax_error_says_line_and_column(text, where, tmp_path):
     ({"name": "polar", "options": {"fit": "dev", "eval": "all"}}, "probe polar: eval selection 'all' shares units"),
     # Values of the wrong type or out of range: refused now, not after every store is extracted.
     ({"name": "polar", "options": {"epochs": "ten"}}, "probe polar: option 'epochs' must be int, got 'ten'"),
+    ({"name": "polar", "options": {"lr": "1e-3"}}, "got '1e-3' (YAML reads quoted numbers, and 1e-3 without a dot"),
+    ({"name": "linear", "options": {"label": False}}, "got False (YAML reads yes/no/on/off/true/false as booleans"),
     ({"name": "wic", "options": {"layers": "0,3"}}, "probe wic: option 'layers' must be list[int] | None"),
     ({"name": "wic", "options": {"static": "yes"}}, "probe wic: option 'static' must be bool"),
     ({"name": "polar", "options": {"rank": 0}}, "probe polar: rank must be an integer >= 1"),

@@ -97,3 +97,21 @@ def test_one_shard_is_singular_in_the_plan_and_the_summary(tiny_gpt2, data, tmp_
     capsys.readouterr()
     run_extract(spec, executor="local", dry_run=True, progress=False)
     assert capsys.readouterr().out.startswith("plan: 1 example -> 1 shard, ")
+
+
+def test_the_same_source_spelled_differently_with_new_content_says_it_changed(tiny_gpt2, data, corpus, tmp_path):
+    out = tmp_path / "s.zarr"
+    extract(tiny_gpt2, data, out)
+    write_jsonl(data, corpus[::-1])
+    spelled = tmp_path / "." / data.name  # the same file: not "source data: A -> A'"
+    assert refusal(tiny_gpt2, spelled, out).detail == f"source data at {spelled} changed since the store was written"
+
+
+def test_the_same_model_spelled_differently_with_new_content_says_it_changed(tiny_gpt2, data, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gpt2, model)
+    out = tmp_path / "s.zarr"
+    extract(model, data, out)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"layerprobe_test_note": "edited"}))
+    assert "changed since the store was written" in refusal(f"{model}/", data, out).detail

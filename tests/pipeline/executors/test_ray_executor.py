@@ -290,3 +290,37 @@ def test_inspect_does_not_call_a_store_with_missing_commit_records_completed(sma
     next((out / "meta" / "commits").glob("shard-*.json")).unlink()
     text = format_inspect(inspect_store(str(out)))
     assert "INCOMPLETE" in text and "per the manifest, but commit records are missing (run validate)" in text
+
+
+def test_a_resumed_store_with_shards_from_before_written_with_shows_them_as_unknown(small_store, tiny_gpt2):
+    data, out = small_store
+    records = sorted((out / "meta" / "commits").glob("shard-*.json"))
+    for record in records[:2]:  # written by a version that did not record written_with
+        rec = json.loads(record.read_text())
+        del rec["written_with"]
+        record.write_text(json.dumps(rec))
+    records[-1].unlink()  # one shard left to do
+    assert run_extract(spec(tiny_gpt2, data, out), executor="local", progress=False).status == "resumed"
+    counts = open_store(out).manifest["written_with"]["batch_tokens"]
+    assert counts == {"unknown": 2, "64": len(records) - 2}
+    assert validate_store(str(out)).ok
+
+
+def test_an_unreadable_commit_record_at_finalize_is_one_clear_error(small_store, tiny_gpt2):
+    data, out = small_store
+    records = sorted((out / "meta" / "commits").glob("shard-*.json"))
+    records[0].write_text('{"shard_id": 0')  # truncated
+    records[-1].unlink()
+    with pytest.raises(StoreError, match=r"commit record .*shard-00000.json is unreadable: delete it and re-run"):
+        run_extract(spec(tiny_gpt2, data, out), executor="local", progress=False)
+
+
+def test_inspect_shows_a_hand_edited_written_with_instead_of_crashing(small_store):
+    import zarr
+
+    from pipeline.sharing.inspect import format_inspect, inspect_store
+
+    _, out = small_store
+    manifest = open_store(out).manifest | {"written_with": {"batch_tokens": 4096}}
+    zarr.open_group(str(out), mode="r+").attrs.put({"layerprobe": manifest})
+    assert "batch_tokens 4096" in format_inspect(inspect_store(str(out)))
