@@ -82,7 +82,8 @@ class ExtractSpec(BaseModel):
     def fingerprint_fields(self) -> dict:
         """The fields that change stored values or the shard plan. Resuming a store requires these to
         match; device, workers, batch size and padding side only change speed (and float rounding:
-        each commit record notes batch size, device and padding side, so a store mixing them says so)."""
+        each commit record notes them, with the torch and transformers versions, so a store mixing them
+        says so)."""
         return self.model_dump(
             include={"format", "text_column", "words_column", "layers", "dtype", "model_dtype",
                      "variant", "keep", "max_length", "shard_tokens", "chunk_rows", "codec", "limit"}

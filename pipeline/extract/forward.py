@@ -82,10 +82,13 @@ class ShardExtractor:
         self._takes_token_type_ids = "token_type_ids" in params
         self._pin = self.device.startswith("cuda")
         self._copy_stream = torch.cuda.Stream() if self._pin else None
+        import transformers
+
         self.written_with = {  # recorded in each commit record: they move float rounding, not values
             "batch_tokens": self.spec.batch_tokens, "padding_side": self.tokenizer.padding_side,
             "device": f"cuda ({torch.cuda.get_device_name(self.device)})" if self._pin else self.device,
-            "torch": torch.__version__,
+            "attention": self._attention_name(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
         }
         # torch, transformers and the model leave ~460k objects for the cyclic GC to walk: each full
         # collection (every few shards, from the encodings' lists) took ~0.2 s. Frozen, they are
@@ -93,6 +96,11 @@ class ShardExtractor:
         # is frozen with them).
         gc.collect()
         gc.freeze()
+
+    def _attention_name(self) -> str:
+        impl = str(getattr(self.model.config, "_attn_implementation", None))
+        # On CPU, SDPA runs under thread_invariant_attention's math kernel.
+        return f"{impl}/math" if impl == "sdpa" and not self._pin else impl
 
     # -- static table ------------------------------------------------------------------------------
     def write_static(self) -> dict:
