@@ -139,6 +139,6 @@ class CommitRecord(BaseModel):
     table_sha256: dict[str, str] = Field(default_factory=dict)  # relative path -> sha256
     written_at: str
     # How the shard was computed, where that changes float rounding but not what is stored:
-    # batch_tokens, device, padding_side, attention, torch, transformers. Not in the fingerprint (a resume may lower
-    # --batch-tokens after an out-of-memory error), so a store that mixes them says so here.
+    # batch_tokens, device, padding_side, attention, torch, transformers. Not in the fingerprint (a
+    # resume may lower --batch-tokens after an out-of-memory error), so a store mixing them says so.
     written_with: dict[str, str | int] = Field(default_factory=dict)

@@ -19,7 +19,7 @@ from pipeline.extract.forward import StoreTarget
 from pipeline.extract.tokenize import encode_examples
 from pipeline.readers import read_source
 from pipeline.store import layout
-from pipeline.store.fs import enclosing_store, is_url, root_manifest, url_to_fs
+from pipeline.store.fs import is_url, root_manifest, store_around, url_to_fs
 from pipeline.store.reader import committed_ids, read_commit_records, summarize_written_with
 from pipeline.store.writer import consolidate_metadata, create_store, now_iso, write_manifest
 from schemas.job import ExtractSpec
@@ -319,7 +319,7 @@ def check_out_is_not_data(out: str, data: str) -> None:
 
 def check_out_not_in_a_store(out: str) -> None:
     """Refuse an --out inside another store: replacing that store would delete this one silently."""
-    outer = enclosing_store(os.path.dirname(os.path.abspath(os.path.expanduser(out)))) if not is_url(out) else None
+    outer = store_around(out)
     if outer:
         raise LayerprobeError(f"--out {out} is inside the store {outer}; choose an --out outside it")
 

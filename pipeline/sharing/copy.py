@@ -22,7 +22,7 @@ from pipeline.sharing.common import (chunk_key, fs_for, is_local, open_store_che
                                      protocol_of, read_array_meta, read_bytes, safe_join, store_errors)
 from pipeline.sharing.validate import ValidationReport, validate_store
 from pipeline.store import layout
-from pipeline.store.fs import enclosing_store, write_bytes_atomic
+from pipeline.store.fs import store_around, write_bytes_atomic
 from schemas.manifest import FORMAT_NAME
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def copy_store(src: str, dst: str, *, src_options: dict | None = None, dst_optio
     if rel:  # replacing or writing into either one would destroy the source
         raise StoreError(f"copy: the destination {dst} {rel} the source {src}; choose a destination "
                          "outside it")
-    outer = enclosing_store(os.path.dirname(os.path.abspath(dst.removeprefix("file://")))) if is_local(dst) else None
+    outer = store_around(dst)
     if outer:  # replacing that store later would delete this copy without a word
         raise StoreError(f"copy: the destination {dst} is inside the store {outer}; choose a destination outside it")
     # The source is opened, checked and its keys listed before the destination is touched: a source

@@ -291,7 +291,8 @@ def validate_store(path: str, storage_options: dict | None = None, *, check_stat
         # The manifest's summary of how shards were written must be the records' (stores from before
         # 2026-11-25 have neither).
         summary = st.manifest.get("written_with")
-        if summary and not missing_commits and summary != summarize_written_with(records):
-            rep.add("manifest", "written_with does not match the commit records' "
-                                f"({summarize_written_with(records)})")
+        if summary and not missing_commits:
+            expected = summarize_written_with(records)
+            if summary != expected:
+                rep.add("manifest", f"written_with does not match the commit records' ({expected})")
     return rep

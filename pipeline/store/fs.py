@@ -85,3 +85,10 @@ def enclosing_store(path: str) -> str | None:
         if parent == p:
             return None
         p = parent
+
+
+def store_around(path: str) -> str | None:
+    """The local store that `path` lies inside, not counting a store at `path` itself (which is
+    what a run there replaces): writing a new store or a copy into another one is refused."""
+    path = path.removeprefix("file://")
+    return None if is_url(path) else enclosing_store(os.path.dirname(os.path.abspath(os.path.expanduser(path))))

@@ -43,16 +43,20 @@ def committed_ids(fs, base: str, ids: list) -> set:
     return {i for i, ok in zip(ids, present) if ok}
 
 
+def read_commit_record(fs, base: str, shard_id: int | str) -> CommitRecord:
+    return CommitRecord.model_validate(read_json(fs, join(base, layout.commit_record(shard_id))))
+
+
 def read_commit_records(fs, base: str, ids: list) -> list[CommitRecord]:
     """The commit records of `ids` (all committed), read concurrently: small JSON files, but a remote
     store answers each request in tens of milliseconds."""
     def read(i) -> CommitRecord:
-        path = join(base, layout.commit_record(i))
         try:
-            return CommitRecord.model_validate(read_json(fs, path))
+            return read_commit_record(fs, base, i)
         except ValueError:  # not JSON, or not a commit record (pydantic's ValidationError is one too)
-            raise StoreError(f"the commit record {path} is unreadable: delete it and re-run the same extract "
-                             "command to redo that shard (`layerprobe validate` lists any other damage)") from None
+            raise StoreError(f"the commit record {join(base, layout.commit_record(i))} is unreadable: delete it "
+                             "and re-run the same extract command to redo that shard (`layerprobe validate` "
+                             "lists any other damage)") from None
 
     with ThreadPoolExecutor(min(16, max(1, len(ids)))) as pool:
         return list(pool.map(read, ids))
@@ -198,7 +202,7 @@ class Store:
         return coord
 
     def commit_record(self, shard_id: int | str) -> CommitRecord:
-        return CommitRecord.model_validate(read_json(self._fs, join(self._base, layout.commit_record(shard_id))))
+        return read_commit_record(self._fs, self._base, shard_id)
 
     # -- data ------------------------------------------------------------------------------------
     def _layer_position(self, layer: int) -> int:

@@ -77,14 +77,16 @@ def test_another_model_says_old_and_new(tiny_gpt2, tiny_bert, data, tmp_path):
     assert "source data" not in detail
 
 
-def test_the_same_model_path_with_new_content_says_it_changed(tiny_gpt2, data, tmp_path):
+@pytest.mark.parametrize("spelling", [str, lambda path: f"{path}/"], ids=["same", "trailing-slash"])
+def test_the_same_model_path_with_new_content_says_it_changed(spelling, tiny_gpt2, data, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(tiny_gpt2, model)
     out = tmp_path / "s.zarr"
     extract(model, data, out)
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps(config | {"layerprobe_test_note": "edited"}))
-    assert refusal(model, data, out).detail == f"model at {model} changed since the store was written"
+    # The same folder however it is spelled: not "model: A -> A/"
+    assert refusal(spelling(model), data, out).detail == f"model at {model} changed since the store was written"
 
 
 def test_one_shard_is_singular_in_the_plan_and_the_summary(tiny_gpt2, data, tmp_path, capsys):
@@ -105,13 +107,3 @@ def test_the_same_source_spelled_differently_with_new_content_says_it_changed(ti
     write_jsonl(data, corpus[::-1])
     spelled = tmp_path / "." / data.name  # the same file: not "source data: A -> A'"
     assert refusal(tiny_gpt2, spelled, out).detail == f"source data at {spelled} changed since the store was written"
-
-
-def test_the_same_model_spelled_differently_with_new_content_says_it_changed(tiny_gpt2, data, tmp_path):
-    model = tmp_path / "model"
-    shutil.copytree(tiny_gpt2, model)
-    out = tmp_path / "s.zarr"
-    extract(model, data, out)
-    config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps(config | {"layerprobe_test_note": "edited"}))
-    assert "changed since the store was written" in refusal(f"{model}/", data, out).detail
