@@ -25,9 +25,12 @@ from jobs.results import Series, prepare_out_dir, write_results
 from jobs.splits import example_splits, parse_selector_list, select_fit_eval, split_names
 from jobs.storeio import model_info, resolve_store, store_location
 from jobs.words import mean_pool_matrix, word_pooling
+from jobs.zscore import fit_zscore
 from pipeline.errors import LayerprobeError
 
 ALIASES = {"deprel": "deprels", "lemma": "lemmas", "head": "heads"}
+# inverse L2 regularisation strength of the logistic regression (scikit-learn's default; not tuned)
+C = 1.0
 UNIVERSAL = {"deprels"}
 
 
@@ -48,6 +51,17 @@ def control_labels(types: list[str], fit_labels: list[str], seed: int) -> list[s
     return out
 
 
+def majority_accuracy(fit_labels: list[str], eval_labels: list[str]) -> float:
+    """Accuracy on eval_labels of always answering the fit split's most frequent label (ties: the
+    first in sorted order): the floor a probe must clear before its accuracy says anything. NaN
+    without eval labels."""
+    if len(eval_labels) == 0:
+        return float("nan")
+    names, counts = np.unique(np.asarray(fit_labels, dtype=object).astype(str), return_counts=True)
+    top = names[int(np.argmax(counts))]
+    return float(np.mean(np.asarray(eval_labels, dtype=object).astype(str) == top))
+
+
 def fit_score(X_fit: np.ndarray, y_fit: list[str], evals: list[tuple[np.ndarray, list[str]]], seed: int,
               max_iter: int = 1000) -> list[float]:
     """Standardise with fit statistics, fit multinomial logistic regression (lbfgs), return the
@@ -56,15 +70,14 @@ def fit_score(X_fit: np.ndarray, y_fit: list[str], evals: list[tuple[np.ndarray,
     from sklearn.linear_model import LogisticRegression
 
     X_fit = np.asarray(X_fit, dtype=np.float64)
-    mu = X_fit.mean(0)
-    sd = X_fit.std(0)
-    sd = np.where(sd > 1e-12, sd, 1.0)
+    mu, sd = fit_zscore(X_fit)
     y_fit = np.asarray(y_fit, dtype=object).astype(str)
     classes = np.unique(y_fit)
     if len(classes) == 1:
         predict = lambda X: np.full(len(X), classes[0], dtype=object)  # noqa: E731
     else:
-        clf = LogisticRegression(max_iter=max_iter, random_state=seed, solver="lbfgs")
+        # C spelled out (scikit-learn's default, with its default L2 penalty): the results record it
+        clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed, solver="lbfgs")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             clf.fit((X_fit - mu) / sd, y_fit)
@@ -160,6 +173,19 @@ def check_settings(*, max_iter: int = 1000) -> None:
         raise LayerprobeError(f"max_iter must be an integer >= 1, got {max_iter!r}")
 
 
+COLUMN_GLOSSARY = {
+    "layer": "hidden_states index (0 = embedding output), or 'static' for the input embedding table",
+    "split": "eval selection the row is scored on",
+    "accuracy": "share of eval items whose predicted label is the gold one (labels unseen in fit count wrong)",
+    "control_accuracy": "accuracy of the same classifier on the control task (Hewitt & Liang 2019)",
+    "selectivity": "accuracy - control_accuracy",
+    "majority_accuracy": "accuracy of always answering the fit split's most frequent label (same for every layer)",
+    "n_fit": "labelled items (words or examples) the classifier is fitted on",
+    "n_eval": "labelled items scored in this eval split",
+    "n_classes": "distinct labels in the fit split",
+}
+
+
 def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "dev", eval: str | list[str] = "test",
                control: bool = False, seed: int = 0, layers: list[int] | None = None, static: bool = True,
                max_iter: int = 1000, echo: bool = True) -> list[dict]:
@@ -233,6 +259,7 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
         ctrl_fit = control_labels(fit_items.types, fit_items.labels, seed)
         ctrl_eval = [control_labels(it.types, fit_items.labels, seed) for _, it in eval_items]
 
+    majority = {sel: majority_accuracy(fit_items.labels, it.labels) for sel, it in eval_items}
     todo = (["static"] if static and hasattr(s, "static_embeddings") else []) + (
         list(s.layers) if layers is None else list(layers))
     rows = []
@@ -249,6 +276,7 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
             if control:
                 row["control_accuracy"] = caccs[k]
                 row["selectivity"] = accs[k] - caccs[k]
+            row["majority_accuracy"] = majority[sel]
             row.update({"n_fit": len(fit_items.labels), "n_eval": len(it.labels),
                         "n_classes": len(set(fit_items.labels))})
             rows.append(row)
@@ -257,6 +285,10 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
                 "level": "word" if word_level else "example", "fit": fit, "eval": evals, "control": control,
                 "seed": seed, "classifier": f"LogisticRegression(lbfgs, max_iter={max_iter}), "
                 "features z-scored with fit statistics",
+                "regularisation": f"L2, C={C:g} (scikit-learn's default inverse strength; not tuned)",
+                "pooling": ("word vector = mean of its subword token vectors" if word_level else
+                            "example vector = mean of its word vectors, each the mean of its subword token vectors"),
+                "majority_baseline": "most frequent label of the fit split, scored on each eval split",
                 "relations": "universal (subtype after ':' stripped)" if col in UNIVERSAL else None,
                 "control_task": "Hewitt & Liang 2019: label per lower-cased word type drawn from the fit "
                                 "label distribution" if control else None}
@@ -267,8 +299,11 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
         ylabels = ["accuracy", "selectivity"]
     else:
         plot, ylabels = [Series("accuracy", "probe accuracy", "-")], ["accuracy"]
+    # one reference line per eval split (the same for every layer)
+    hlines = [(v, f"majority label ({v:.2f})" if len(majority) == 1 else f"majority label, {sel} ({v:.2f})")
+              for sel, v in majority.items() if np.isfinite(v)]
     write_results(out, "linear", rows, settings, plot, ylabels, model, variant,
                   extra={"dropped_items": dropped,
                          "dropped_reason": "no label, or no token for the word (truncation)"},
-                  echo=echo, title_keys=("fit", "label"))
+                  echo=echo, title_keys=("fit", "label"), hlines=hlines, column_docs=COLUMN_GLOSSARY)
     return rows

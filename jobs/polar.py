@@ -11,6 +11,7 @@ has the largest |cos| with it, and the sign of that cosine orients it (positive:
 Training: each loss term is divided by its value at initialisation (lambda_angle weighs comparable
 terms); early stopping and learning-rate decay on a held-out 10% of the fit sentences (the eval splits
 are never used). Metrics leave punctuation out by default (include_punct=False), as Hewitt & Manning.
+Trivial baselines (adjacent-word chain, random tree, majority relation) are scored on the same edges.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from jobs.results import Series, prepare_out_dir, write_results
 from jobs.splits import check_disjoint, example_splits, parse_selector_list, select_units
 from jobs.storeio import model_info, resolve_store, store_location
 from jobs.words import word_pooling
+from jobs.zscore import fit_zscore
 from pipeline.errors import LayerprobeError
 
 METRICS = ["uuas", "uas", "las", "label_acc", "balanced_label_acc", "dspr"]
@@ -498,6 +500,79 @@ def _train(torch, data, rank, epochs, lambda_angle, beta_root, seed, batch_size,
     return best_B.numpy().astype(np.float64), info
 
 
+def scored_edges(edges, rels: list[str], punct: np.ndarray) -> tuple[list[tuple[int, int, str]], list[bool]]:
+    """The gold (head, dep, rel) edges a sentence is scored on, and which of them count for attachment.
+
+    Labels are scored on the edges whose dependent is not punctuation; attachment on those whose
+    head is not punctuation either (the MST spans the non-punctuation words). The probe and the
+    baselines both go through here, so they are scored on exactly the same edges."""
+    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    punct = np.asarray(punct, dtype=bool)
+    labelled = ~punct[e[:, 1]]
+    gold = [(int(h), int(d), r) for (h, d), r, k in zip(e, rels, labelled) if k]
+    return gold, [not punct[h] for h, _, _ in gold]
+
+
+def chain_edges(words) -> list[tuple[int, int]]:
+    """(i, j) pairs of neighbouring words in sentence order: the trivial 'attach each word to the
+    next' tree. Adjacent words are often linked in real trees, so this is the UUAS to beat."""
+    w = [int(x) for x in words]
+    return list(zip(w[:-1], w[1:]))
+
+
+def random_tree_uuas(n_words, n_attach) -> float:
+    """Expected UUAS of a uniformly random spanning tree over each sentence's scored words: each of
+    the n(n-1)/2 word pairs is equally likely to be one of its n-1 edges, so a gold edge is found with
+    probability 2/n. n_words / n_attach: per sentence, the words the MST spans and the gold edges
+    scored for attachment. NaN without any edge."""
+    n = np.asarray(n_words, dtype=np.float64)
+    a = np.asarray(n_attach, dtype=np.float64)
+    if a.sum() == 0:
+        return float("nan")
+    hit = np.where(n >= 2, 2.0 / np.maximum(n, 2.0), 0.0)
+    return float((a * hit).sum() / a.sum())
+
+
+def majority(values) -> str:
+    """Most frequent value (ties: the first in sorted order, so the choice never depends on order)."""
+    names, counts = np.unique(np.asarray(list(values), dtype=object).astype(str), return_counts=True)
+    return str(names[int(np.argmax(counts))]) if len(names) else ""
+
+
+def baselines(fit: TreeData, evals: TreeData, include_punct: bool = True) -> dict[str, Any]:
+    """Trivial parses scored like the probe (same edges, same punctuation handling), so that a probe's
+    numbers can be read against them:
+
+    chain: each scored word attached to its next neighbour, every edge oriented in the fit split's
+    majority direction (head before or after its dependent) and given its most frequent relation;
+    its UUAS/UAS/LAS are what knowing word order alone gives. Its label accuracy is that of always
+    answering the fit split's most frequent relation (majority_label_acc). random_uuas: expected UUAS
+    of a uniformly random tree. Nothing here depends on word vectors or a layer."""
+    fit_rels, head_first = [], []
+    for i, (e, rels) in enumerate(zip(fit.edges, fit.edge_rels)):
+        punct = np.zeros(len(fit.vectors[i]), bool) if include_punct else fit.punct_mask(i)
+        gold, attach = scored_edges(e, rels, punct)
+        fit_rels += [r for _, _, r in gold]
+        head_first += [h < d for (h, d, _), a in zip(gold, attach) if a]
+    rel = majority(fit_rels)
+    first = bool(np.mean(head_first) >= 0.5) if head_first else True
+    counts, n_words, n_attach = Counts(), [], []
+    for i, (e, rels) in enumerate(zip(evals.edges, evals.edge_rels)):
+        punct = np.zeros(len(evals.vectors[i]), bool) if include_punct else evals.punct_mask(i)
+        words = np.flatnonzero(~punct)
+        pred = [(a, b, rel) if first else (b, a, rel) for a, b in chain_edges(words)]
+        gold, attach = scored_edges(e, rels, punct)
+        counts.add(gold, pred, [rel] * len(gold), attach)
+        n_words.append(len(words))
+        n_attach.append(sum(attach))
+    m = counts.metrics()
+    return {"chain_uuas": m["uuas"], "chain_uas": m["uas"], "chain_las": m["las"],
+            "random_uuas": random_tree_uuas(n_words, n_attach),
+            "majority_label_acc": m["label_acc"], "majority_balanced_label_acc": m["balanced_label_acc"],
+            "majority_relation": rel, "majority_direction": "head before dependent" if first else
+            "head after dependent"}
+
+
 def evaluate_probe(B: np.ndarray, fit: TreeData, evals: TreeData, include_punct: bool = True) -> dict[str, float]:
     """Metrics of a trained B on `evals`, with relation centroids from `fit`.
 
@@ -524,16 +599,14 @@ def evaluate_probe(B: np.ndarray, fit: TreeData, evals: TreeData, include_punct:
         pd = np.maximum(sq[:, None] + sq[None, :] - 2 * P @ P.T, 0.0)
         sub = pd[np.ix_(words, words)]
         pred = [(int(words[h]), int(words[d]), r) for h, d, r in decode_tree(sub, P[words], names, cents)]
-        e = np.asarray(e, dtype=np.int64).reshape(-1, 2)
-        labelled = ~punct[e[:, 1]]
-        e, rels = e[labelled], [r for r, k in zip(rels, labelled) if k]
-        if len(e):
-            lab, _ = classify_edges(P[e[:, 0]] - P[e[:, 1]], cents)
-            gold_lab = [names[l] for l in lab] if names else [""] * len(e)
+        gold, attach = scored_edges(e, rels, punct)
+        if gold:
+            g = np.array([(h, d) for h, d, _ in gold], dtype=np.int64)
+            lab, _ = classify_edges(P[g[:, 0]] - P[g[:, 1]], cents)
+            gold_lab = [names[l] for l in lab] if names else [""] * len(gold)
         else:
             gold_lab = []
-        attach = (~punct[e[:, 0]]).tolist()
-        counts.add([(int(h), int(d), r) for (h, d), r in zip(e, rels)], pred, gold_lab, attach)
+        counts.add(gold, pred, gold_lab, attach)
         preds.append(sub)
         golds.append(np.asarray(dist)[np.ix_(words, words)])
     out = counts.metrics()
@@ -595,11 +668,45 @@ def _tree_data(info, ex_ids, word_vecs) -> TreeData:
     return td
 
 
-# one panel per metric, polar solid and structural dashed
+# baselines() values copied into every row (as baseline_<name>): constant across layers, they plot as
+# flat reference lines on the panel of the metric they are a baseline for
+BASELINE_COLUMNS = ["chain_uuas", "random_uuas", "chain_uas", "chain_las", "majority_label_acc"]
+# one panel per metric, polar solid and structural dashed, baselines dotted
 PLOT_SERIES = [Series(prefix + metric, f"{probe} {name}", style, panel)
                for panel, (metric, name) in enumerate([("uuas", "UUAS"), ("las", "LAS"), ("label_acc", "label acc.")])
-               for probe, prefix, style in (("polar", "", "-"), ("structural", "structural_", "--"))]
+               for probe, prefix, style in (("polar", "", "-"), ("structural", "structural_", "--"))] + [
+    Series("baseline_chain_uuas", "baseline: adjacent-word chain", ":", 0, marker=None),
+    Series("baseline_random_uuas", "baseline: random tree (expected)", (0, (1, 4)), 0, marker=None),
+    Series("baseline_chain_las", "baseline: chain, majority direction + relation", ":", 1, marker=None),
+    Series("baseline_majority_label_acc", "baseline: majority relation (fit)", ":", 2, marker=None)]
 PLOT_YLABELS = ["UUAS", "LAS", "label accuracy"]
+
+COLUMN_GLOSSARY = {
+    "layer": "hidden_states index (0 = embedding output)",
+    "split": "eval selection the row is scored on",
+    "uuas": "undirected unlabelled attachment score: share of scored gold edges present in the decoded MST",
+    "uas": "share of scored gold edges in the MST with the right head (direction from the cosine sign)",
+    "las": "share of scored gold edges with the right head and the right relation",
+    "label_acc": "share of gold edges (dependent not punctuation) whose edge vector gets the gold relation, "
+                 "given the gold attachment",
+    "balanced_label_acc": "label accuracy averaged over relations (mean per-relation recall): rare relations "
+                          "count as much as frequent ones",
+    "dspr": "Hewitt & Manning's distance Spearman correlation, macro-averaged over sentence lengths 5-50",
+    "structural_*": "the same metric for the structural probe (lambda_angle = 0)",
+    "n_sentences": "eval sentences scored (complete tree and word vectors)",
+    "n_edges": "gold edges scored for attachment (uuas, uas, las): neither end punctuation unless include_punct",
+    "n_label_edges": "gold edges scored for labels (label_acc, balanced_label_acc): dependent not punctuation "
+                     "unless include_punct; can exceed n_edges (punctuation heads)",
+    "epochs": "training epochs run (early stopping on the held-out fit sentences; max_epochs at most)",
+    "heldout_dist_loss": "mean over held-out fit sentences of sum_ij |predicted squared distance - tree distance| "
+                         "/ n^2 (all word pairs, punctuation included), in tree edges, for the kept (best) B; "
+                         "comparable across probes and layers, not across stores",
+    "baseline_chain_uuas": "UUAS of attaching each scored word to the next one (word order only)",
+    "baseline_random_uuas": "expected UUAS of a uniformly random tree over the scored words (2/n per edge)",
+    "baseline_chain_uas": "UAS of that chain with every edge in the fit split's majority direction",
+    "baseline_chain_las": "LAS of that chain with the fit split's most frequent relation on every edge",
+    "baseline_majority_label_acc": "label accuracy of always answering the fit split's most frequent relation",
+}
 
 
 def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str | list[str] = "test",
@@ -641,12 +748,12 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
     fit_groups = np.concatenate([info[int(e)][0] for e in fit_ids])
 
     rows = []
+    base: dict[str, dict[str, Any]] = {}
     train_info: dict[str, Any] = {}
     for layer, W in pooling.layers(s, list(s.layers) if layers is None else list(layers)):
         W = W.astype(np.float64)
-        mu = W[fit_groups].mean(0)
-        sd = W[fit_groups].std(0)
-        W = (W - mu) / np.where(sd > 1e-12, sd, 1.0)
+        mu, sd = fit_zscore(W[fit_groups])
+        W = (W - mu) / sd
         fit_data = _tree_data(info, fit_ids, W)
         results = {}
         for name, lam in (("", lambda_angle), ("structural_", 0.0)):
@@ -662,6 +769,9 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
             row.update({"n_sentences": len(ids), "n_edges": m["n_edges"], "n_label_edges": m["n_label_edges"]})
             for name, (_, inf) in results.items():
                 row.update({name + "epochs": inf["epochs"], name + "heldout_dist_loss": inf["heldout_dist_loss"]})
+            if sel not in base:         # the same for every layer: no word vector is used
+                base[sel] = baselines(fit_data, ev, include_punct=include_punct)
+            row.update({"baseline_" + k: base[sel][k] for k in BASELINE_COLUMNS})
             rows.append(row)
     model, variant = model_info(s)
     d = int(s.manifest.get("model", {}).get("d_model") or 0) if isinstance(s.manifest, dict) else 0
@@ -693,8 +803,12 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
         "structural_baseline": "same probe with lambda_angle = 0 (Hewitt & Manning 2019)",
     }
     write_results(out, "polar", rows, settings, PLOT_SERIES, PLOT_YLABELS, model, variant,
-                  title_keys=("fit", "lambda_angle", "include_punct"),
+                  title_keys=("fit", "lambda_angle", "include_punct"), column_docs=COLUMN_GLOSSARY,
                   extra={"static": "not applicable: the polar probe needs contextual word vectors; no static row",
+                         "baselines": base,
+                         "baselines_note": "trivial parses scored on the same eval edges with the same punctuation "
+                                           "handling as the probe; majority relation and direction from the fit "
+                                           "split; the same for every layer (see baseline_* columns)",
                          "n_fit_sentences": int(len(fit_ids)), "excluded_sentences": excluded,
                          "excluded_sentences_reason": "no valid tree, or a word with no token (truncation)"},
                   echo=echo)

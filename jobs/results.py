@@ -9,10 +9,12 @@ against layer, panels stacked with a shared layer axis, the static row at its ow
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import math
 import os
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 from pipeline.errors import LayerprobeError
 
 ROUND = 6
+TITLE_WIDTH = 80   # characters per title line: about what a 7.5-inch figure shows at font size 10
 
 
 def clean_value(v: Any) -> Any:
@@ -96,6 +99,7 @@ class Series:
     style: Any = None
     panel: int = 0
     ci: tuple[str, str] | None = None
+    marker: str | None = "o"  # None for a flat baseline drawn as a series
 
 
 SERIES_STYLES = ["-", "--", "-.", (0, (5, 1, 1, 1, 1, 1))]   # ':' is kept for reference lines
@@ -120,10 +124,20 @@ def as_series(metrics: Sequence) -> list[Series]:
     return out
 
 
+def short_model_name(model: str) -> str:
+    """A model given as a local file or folder path by its last component (the full path stays in the
+    JSON); a hub id like 'org/name' (relative, not starting with '.') as it is."""
+    m = str(model)
+    if os.path.isabs(m) or m.startswith((".", "~")):
+        return os.path.basename(m.rstrip("/" + os.sep)) or m
+    return m
+
+
 def plot_title(probe: str, model: str, variant: str, settings: dict[str, Any] | None,
                title_keys: Sequence[str] = ("fit",)) -> str:
-    """'wic: MODEL (base) | fit train, standardize global' (keys missing from settings left out)."""
-    head = f"{probe}: {model} ({variant})"
+    """'wic: MODEL (base) | fit train, standardize global' (keys missing from settings left out), the
+    model by its short name, each line wrapped at TITLE_WIDTH characters so that it fits the figure."""
+    head = f"{probe}: {short_model_name(model)} ({variant})"
     parts = []
     for k in title_keys:
         v = (settings or {}).get(k)
@@ -132,7 +146,8 @@ def plot_title(probe: str, model: str, variant: str, settings: dict[str, Any] | 
         if isinstance(v, (list, tuple)):
             v = ",".join(map(str, v))
         parts.append(f"{k} {v}")
-    return head + ("\n" + ", ".join(parts) if parts else "")
+    lines = [head] + ([", ".join(parts)] if parts else [])
+    return "\n".join(textwrap.fill(line, TITLE_WIDTH) for line in lines)
 
 
 def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, ylabel: str | Sequence[str],
@@ -140,8 +155,9 @@ def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, yla
     """One line per (series, eval split) against layer; the static row as a square marker at its
     own x tick labelled 'static' (left of the layers) plus a dotted horizontal reference line.
     Colour = eval split, line style = series; series with `ci` get error bars. `ylabel` is one
-    label, or one per panel. `hlines`: (y, legend name) reference lines on the top panel (e.g.
-    chance), drawn grey and dotted. `note` is printed under the axes."""
+    label, or one per panel. `hlines`: (y, legend name) reference lines on the top panel (e.g. a
+    baseline), drawn grey and dotted, or (y, legend name, split): drawn in that split's colour.
+    `note` is printed under the axes."""
     # Figure + the Agg canvas directly: no pyplot global state, no GUI backend, whatever is configured.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -157,7 +173,10 @@ def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, yla
     splits = list(dict.fromkeys(r["split"] for r in rows))
     layers = sorted({int(r["layer"]) for r in rows if r["layer"] != "static"})
     has_static = any(r["layer"] == "static" for r in rows)
-    static_x = (layers[0] if layers else 0) - 1
+    # Past 16 layers only every `step`-th layer is labelled; the static tick stands one such step left
+    # of the first layer, so its label gets a label's width of room ('static' ran into '0' at step 1).
+    step = 1 if len(layers) <= 16 else max(1, len(layers) // 12)
+    static_x = (layers[0] if layers else 0) - step
     color_of = {sp: f"C{i % 10}" for i, sp in enumerate(splits)}
 
     def _bounds(r, ci):
@@ -178,7 +197,7 @@ def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, yla
                          if r["split"] == split and r["layer"] != "static" and r.get(s.column) is not None)
             if pts:
                 xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-                ax.plot(xs, ys, linestyle=s.style, marker="o", ms=3.5, color=color, label=label)
+                ax.plot(xs, ys, linestyle=s.style, marker=s.marker, ms=3.5, color=color, label=label)
                 if s.ci and all(p[2] is not None for p in pts):
                     ax.errorbar(xs, ys, yerr=[[y - p[2] for y, p in zip(ys, pts)], [p[3] - y for y, p in zip(ys, pts)]],
                                 fmt="none", ecolor=color, elinewidth=0.9, capsize=2.5, alpha=0.8)
@@ -195,15 +214,18 @@ def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, yla
                                 elinewidth=0.9, capsize=2.5)
                 ax.plot([static_x], [y], marker=m, color=color, ms=5, linestyle=STATIC_STYLE, lw=1.0,
                         label=f"static embedding: {label}")
-    for y, name in hlines:
-        axes[0].axhline(y, color="0.35", ls=STATIC_STYLE, lw=1.3, label=name)
-    ticks = ([static_x] if has_static else []) + (layers if len(layers) <= 16 else layers[::max(1, len(layers) // 12)])
+    for y, name, *split in hlines:
+        if split and split[0] in color_of:   # loosely dotted: the split's static line is ':' already
+            axes[0].axhline(y, color=color_of[split[0]], ls=(0, (1, 4)), lw=1.6, label=name)
+        else:
+            axes[0].axhline(y, color="0.35", ls=STATIC_STYLE, lw=1.3, label=name)
+    ticks = ([static_x] if has_static else []) + layers[::step]
     labels = (["static"] if has_static else []) + [str(x) for x in ticks[1 if has_static else 0:]]
     for i, ax in enumerate(axes):
         ax.set_ylabel(ylabels[i])
         ax.grid(alpha=0.3)
         if has_static and layers:
-            ax.axvline(static_x + 0.5, color="0.6", lw=0.8)
+            ax.axvline(static_x + step / 2, color="0.6", lw=0.8)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best", handlelength=3.5)
         if i < len(axes) - 1:
@@ -246,11 +268,13 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
 def write_results(out_dir: str | os.PathLike, probe: str, rows: list[dict], settings: dict[str, Any],
                   plot_metrics: Sequence, ylabel: str | Sequence[str], model: str, variant: str,
                   extra: dict[str, Any] | None = None, echo: bool = True, *,
-                  title_keys: Sequence[str] = ("fit",), hlines: Sequence[tuple[float, str]] = (),
-                  plot_note: str | None = None) -> dict[str, Path]:
+                  title_keys: Sequence[str] = ("fit",), hlines: Sequence[tuple] = (),
+                  plot_note: str | None = None, column_docs: dict[str, str] | None = None) -> dict[str, Path]:
     """Write DIR/<probe>.csv/.json/.png (and print the table). `plot_metrics`: column names,
     (column, legend name) pairs or Series (see plot_metric); `ylabel`: one, or one per panel;
-    `title_keys`: settings shown in the plot title; `hlines`: (y, name) reference lines."""
+    `title_keys`: settings shown in the plot title; `hlines`: reference lines (see plot_metric);
+    `column_docs`: what each column means, written to the JSON as `column_glossary` (the columns
+    present, in their order), so the CSV can be read without the code."""
     out = prepare_out_dir(out_dir)
     rows = clean_rows(rows)
     paths = {"csv": out / f"{probe}.csv", "json": out / f"{probe}.json", "png": out / f"{probe}.png"}
@@ -259,6 +283,9 @@ def write_results(out_dir: str | os.PathLike, probe: str, rows: list[dict], sett
     if extra:
         doc.update(clean_value(extra))
     doc["columns"] = columns_of(rows)
+    if column_docs:  # keys may be patterns ('structural_*') standing for several columns
+        doc["column_glossary"] = {k: v for k, v in column_docs.items()
+                                  if any(fnmatch.fnmatchcase(c, k) for c in doc["columns"])}
     doc["results"] = rows
     with open(paths["json"], "w") as f:
         # allow_nan=False: a NaN that slipped past clean_value is an error here, never invalid JSON.

@@ -2,8 +2,10 @@
 'Fantastic Semantics', arXiv 2403.01509).
 
 Per layer: target vector of each side (mean of its is_target tokens), optional anisotropy removal
-(z-scoring), cosine similarity of the two sides, a threshold chosen on the fit split, accuracy on
-each eval split with a 95% interval (binomial normal approximation over the eval pairs).
+(z-scoring), cosine similarity of the two sides (rounded to 1e-9, so that float-rounding noise
+ties), a threshold chosen on the fit split, accuracy on each eval split with a 95% interval (binomial
+normal approximation over the eval pairs), against the eval split's majority-class baseline. A row
+whose target vectors are identical for every pair is flagged `constant` (a constant predictor).
 
 The static row uses input-embedding rows: of the is_target tokens (base, repeat), or, in the prompt
 variant, of the target word's own tokens in the sentence (word_id == target_word_id), because the
@@ -24,10 +26,31 @@ from jobs.results import Series, prepare_out_dir, write_results
 from jobs.splits import default_evals, parse_selector_list, select_fit_eval, split_names
 from jobs.storeio import model_info, require_columns, resolve_store, source_format, store_location
 from jobs.words import Pooling, target_pooling, target_word_pooling
+from jobs.zscore import fit_zscore
 from pipeline.errors import LayerprobeError
 
 STANDARDIZE_MODES = ("global", "batch", "none")
 BATCH_PAIRS = 30
+# Similarities are compared rounded to this many decimals (see tied). The vectors are float32, ~1e-7
+# relative precision, so cosines closer than 1e-9 are not told apart by the data: nothing real is lost.
+SIM_DECIMALS = 9
+
+# What each column of wic.csv (and of the JSON's results) means, written into the JSON.
+COLUMN_GLOSSARY = {
+    "layer": "hidden_states index (0 = embedding output), or 'static' for the input-embedding table",
+    "split": "the eval selection scored",
+    "accuracy": "share of the split's pairs predicted right (same sense iff cosine > threshold); compare "
+                "eval_class_balance.majority_baseline, not 0.5",
+    "ci95_low": "lower end of accuracy's 95% interval (binomial normal approximation over n_pairs)",
+    "ci95_high": "upper end of accuracy's 95% interval",
+    "threshold": "cosine threshold chosen on the fit split (cosines rounded to 1e-9, so float-rounding "
+                 "differences tie)",
+    "fit_accuracy": "accuracy on the fit split at that threshold: in-sample, optimistic by construction, "
+                    "not a result",
+    "n_pairs": "pairs of the split scored (pairs without their target are left out, see excluded_pairs)",
+    "constant": "true when this row's target vectors are identical for every pair: all cosines are equal "
+                "and the row predicts one class for every pair (a constant predictor, not a measurement)",
+}
 
 
 # ---------------------------------------------------------------- pure math
@@ -39,17 +62,9 @@ def check_settings(*, standardize: str = "global", threshold_grid: float | None 
         raise LayerprobeError(f"--threshold-grid must lie in (0, 2], got {threshold_grid}")
 
 
-def _safe_std(x: np.ndarray, axis=0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std, accumulated in float64 whatever x's dtype (no float64 copy of x)."""
-    mu = x.mean(axis=axis, keepdims=True, dtype=np.float64)
-    sd = np.sqrt(np.mean(np.square(x - mu), axis=axis, keepdims=True))
-    sd = np.where(sd > 1e-12, sd, 1.0)
-    return mu, sd
-
-
 def global_zscorer(fit_vectors: np.ndarray):
     """x -> (x - mean) / std, with the per-dimension statistics of fit_vectors (computed once)."""
-    mu, sd = _safe_std(np.asarray(fit_vectors))
+    mu, sd = fit_zscore(np.asarray(fit_vectors))
     return lambda x: (np.asarray(x, dtype=np.float64) - mu) / sd
 
 
@@ -80,7 +95,7 @@ def zscore_batches(a: np.ndarray, b: np.ndarray, batch_pairs: int = BATCH_PAIRS)
     out_a, out_b = np.empty_like(a), np.empty_like(b)
     for sl in batch_slices(len(a), batch_pairs):
         for x, out in ((a, out_a), (b, out_b)):
-            mu, sd = _safe_std(x[sl])
+            mu, sd = fit_zscore(x[sl])
             out[sl] = (x[sl] - mu) / sd
     return out_a, out_b
 
@@ -104,9 +119,19 @@ def binomial_ci95(acc: float, n: int) -> tuple[float | None, float | None]:
     return max(0.0, acc - half), min(1.0, acc + half)
 
 
+def tied(sims: np.ndarray) -> np.ndarray:
+    """Similarities rounded to SIM_DECIMALS, so that values equal up to float rounding tie. The cosine
+    of two identical vectors is 1 only up to float64 rounding (0.9999999999999998, 1.0000000000000002,
+    ... by summation order); compared raw, the threshold search put its threshold at 1.0 between them
+    and fitted the noise (SmolLM2's prompt static row: fit accuracy 0.67 from rounding alone). 1 and 0
+    (identical and zero vectors) lie on the rounding grid, far from a rounding boundary. Used by both
+    the threshold search and the eval decision, so the two always compare the same numbers."""
+    return np.round(np.asarray(sims, dtype=np.float64), SIM_DECIMALS)
+
+
 def accuracy_at(sims: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-    """Predict 'same sense' iff similarity > threshold."""
-    sims = np.asarray(sims, dtype=np.float64)
+    """Predict 'same sense' iff similarity > threshold (similarities tied as in best_threshold)."""
+    sims = tied(sims)
     if len(sims) == 0:
         return float("nan")
     return float(np.mean((sims > threshold) == np.asarray(labels, dtype=bool)))
@@ -116,9 +141,9 @@ def best_threshold(sims: np.ndarray, labels: np.ndarray, grid_step: float | None
     """(threshold, fit accuracy) maximising accuracy of `sim > threshold` on (sims, labels).
 
     Candidates: midpoints between consecutive distinct observed similarities plus one below the
-    minimum and one above the maximum; or, with grid_step, the grid -1, -1+step, ..., 1. Ties go to
-    the smallest threshold."""
-    sims = np.asarray(sims, dtype=np.float64)
+    minimum and one above the maximum; or, with grid_step, the grid -1, -1+step, ..., 1. Similarities
+    are first rounded by `tied` (equal up to float rounding = equal). Ties go to the smallest threshold."""
+    sims = tied(sims)
     y = np.asarray(labels, dtype=bool)
     if len(sims) == 0:
         raise LayerprobeError("no labelled pairs to choose a threshold on")
@@ -142,6 +167,48 @@ def best_threshold(sims: np.ndarray, labels: np.ndarray, grid_step: float | None
     acc = correct[ks] / n
     best = int(np.argmax(acc))
     return float(thresholds[best]), float(acc[best])
+
+
+def class_balance(labels: np.ndarray) -> dict[str, Any]:
+    """Pairs, share of same-sense pairs, and the majority-class baseline: the accuracy of predicting
+    the split's more frequent class for every pair, the level a layer must beat (WiC splits are not
+    always balanced: 0.5 is not chance on a 57/43 split)."""
+    y = np.asarray(labels, dtype=bool)
+    if len(y) == 0:
+        return {"n_pairs": 0, "positive_rate": None, "majority_baseline": None}
+    p = float(np.mean(y))
+    return {"n_pairs": int(len(y)), "positive_rate": p, "majority_baseline": max(p, 1.0 - p)}
+
+
+def all_rows_identical(vecs: np.ndarray) -> bool:
+    """Whether every row of vecs equals the first, bit for bit (e.g. layer 0 of a prompt store on a
+    RoPE decoder: the same '"' token everywhere, no position added at the input). Then every pair has
+    the same similarity under any standardisation, and the threshold can only pick one class."""
+    vecs = np.asarray(vecs)
+    return len(vecs) > 0 and bool(np.all(vecs == vecs[:1]))
+
+
+def majority_lines(balance: dict[str, dict]) -> list[tuple]:
+    """Plot reference lines at each eval split's majority-class baseline: one grey line for a single
+    split, else one per split in that split's colour ((y, name, split), see plot_metric)."""
+    known = {sel: b["majority_baseline"] for sel, b in balance.items() if b["majority_baseline"] is not None}
+    if len(known) == 1:
+        (y,) = known.values()
+        return [(y, f"majority class ({y:.2f})")]
+    return [(y, f"majority class, {sel} ({y:.2f})", sel) for sel, y in known.items()]
+
+
+def layer_0_note(constant: bool) -> str:
+    """The prompt variant's layer-0 note, true of the data at hand: `constant` = the layer-0 target
+    vectors were found identical (all_rows_identical), as for RoPE decoders."""
+    head = ("prompt variant: the target position is the template's final '\"', the same token in every "
+            "example, so layer 0 (embedding output) never sees the target word")
+    if constant:
+        return (head + "; here its layer-0 vectors are identical for every example (the model adds no "
+                "position or token type at its input, e.g. rotary position embeddings): every cosine is "
+                "the same, and layer 0 is a constant predictor (column constant)")
+    return (head + "; its layer-0 vectors differ only by what the embedding layer adds besides the token "
+            "(position, token type): expect the majority-class baseline")
 
 
 # ---------------------------------------------------------------- store side
@@ -261,14 +328,14 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
         else:
             static_src = (pooling, pairs.a_group, pairs.b_group)
             notes["static"] = "mean of the input-embedding rows of the is_target tokens"
-    if variant == "prompt":
-        notes["layer_0"] = (
-            "prompt variant: the target position is the template's final '\"', the same token in every "
-            "example, so its layer-0 vector (embedding output: token + position (+ type) embedding, "
-            "normalised) differs between the two sides only by position; layer 0 measures position, "
-            "not meaning (expect chance)")
+    eval_balance = {sel: class_balance(y) for sel, _, y in eval_sets}
+    constant_rows: list = []
 
     def score(layer, vecs, ga, gb) -> None:
+        used = np.concatenate([ga[fit_idx], gb[fit_idx], *(g[idx] for _, idx, _ in eval_sets for g in (ga, gb))])
+        constant = all_rows_identical(vecs[np.unique(used)])
+        if constant:
+            constant_rows.append(layer)
         # Global z-scoring: one mean/std per layer, from the fit split's vectors, for every split.
         scale = (global_zscorer(np.concatenate([vecs[ga[fit_idx]], vecs[gb[fit_idx]]]))
                  if standardize == "global" else None)
@@ -286,7 +353,8 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
             acc = accuracy_at(similarities(idx), y, thr)
             lo, hi = binomial_ci95(acc, len(idx))
             rows.append({"layer": layer, "split": sel, "accuracy": acc, "ci95_low": lo, "ci95_high": hi,
-                         "threshold": thr, "fit_accuracy": fit_acc, "n_pairs": int(len(idx))})
+                         "threshold": thr, "fit_accuracy": fit_acc, "n_pairs": int(len(idx)),
+                         "constant": constant})
 
     rows: list[dict] = []
     if static_src is not None:
@@ -294,25 +362,38 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
         score("static", src.layer(s, "static"), ga, gb)
     for layer, vecs in pooling.layers(s, list(s.layers) if layers is None else list(layers)):
         score(layer, vecs, pairs.a_group, pairs.b_group)
+    if variant == "prompt" and any(r["layer"] == 0 for r in rows):
+        notes["layer_0"] = layer_0_note(0 in constant_rows)
+    plot_note = "error bars: 95% binomial normal-approximation intervals over the eval pairs"
+    if constant_rows:
+        names = ", ".join("the static row" if L == "static" else f"layer {L}" for L in constant_rows)
+        notes["constant_rows"] = (
+            f"{names}: the target vectors are identical for every pair, so every pair gets the same "
+            "cosine and the row predicts one class for every pair (the fit split's majority; 'same sense' "
+            "on a 50/50 fit split); its accuracy "
+            "is that class's share of the eval split, not a measurement of the layer")
+        plot_note += f"; {names}: constant predictor (identical target vectors)"
     settings = {"store": store_location(store, s), "fit": fit, "eval": evals, "standardize": standardize,
                 "batch_pairs": BATCH_PAIRS if standardize == "batch" else None,
                 "batching": (f"consecutive batches of {BATCH_PAIRS} pairs in selection order (a final batch "
                              f"under {BATCH_PAIRS // 2} pairs joins the previous one); each side's batch "
                              "z-scored with its own statistics, as in the reference code")
                 if standardize == "batch" else None,
-                "threshold_grid": threshold_grid, "seed": seed,
+                "threshold_grid": threshold_grid, "similarity_decimals": SIM_DECIMALS, "seed": seed,
                 "target_vector": "mean of is_target tokens",
-                "decision": "same sense iff cosine > threshold (chosen on the fit split)",
+                "decision": "same sense iff cosine (rounded to 1e-9) > threshold (chosen on the fit split)",
                 "interval": "ci95_low/ci95_high: binomial normal approximation over the eval pairs, "
                             "acc +- 1.96 sqrt(acc (1 - acc) / n_pairs)"}
     write_results(out, "wic", rows, settings,
                   [Series("accuracy", "accuracy", ci=("ci95_low", "ci95_high"))], "accuracy",
                   model, variant,
                   extra={**notes, "n_fit_pairs": int(len(fit_idx)),
+                         "fit_positive_rate": class_balance(y_fit)["positive_rate"],
+                         "eval_class_balance": eval_balance,
                          "excluded_pairs": excluded,
                          "excluded_pairs_reason": "target_found false (or no target tokens / a side missing)"},
-                  echo=echo, title_keys=("fit", "standardize"), hlines=[(0.5, "chance (0.5)")],
-                  plot_note="error bars: 95% binomial normal-approximation intervals over the eval pairs")
+                  echo=echo, title_keys=("fit", "standardize"), hlines=majority_lines(eval_balance),
+                  plot_note=plot_note, column_docs=COLUMN_GLOSSARY)
     return rows
 
 

@@ -17,7 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 from pipeline.errors import StoreError
 from pipeline.store import layout
 from pipeline.store.chunk_files import ChunkFiles
-from pipeline.store.fs import join, read_json, url_to_fs
+from pipeline.store.fs import join, read_json, store_around, url_to_fs
 from schemas.manifest import FORMAT_NAME, FORMAT_VERSION, CommitRecord, ShardPlan
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ class Store:
             raise self._why_not_a_group(exc) from None
         manifest = attrs.get(layout.MANIFEST_ATTR)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-            raise StoreError(f"{path} is a Zarr group but not a layerprobe store (no manifest)")
+            raise self._inside_a_store() or StoreError(f"{path} is a Zarr group but not a layerprobe store "
+                                                       "(no manifest)")
         if manifest.get("format_version", 0) > FORMAT_VERSION:
             raise StoreError(f"{path} has store format version {manifest['format_version']}; this "
                              f"layerprobe reads up to {FORMAT_VERSION}: upgrade layerprobe")
@@ -114,10 +115,18 @@ class Store:
             )
         self.complete = not missing
 
+    def _inside_a_store(self) -> StoreError | None:
+        outer = store_around(self.path)
+        return None if outer is None else StoreError(f"{self.path} lies inside the layerprobe store {outer}: "
+                                                     "pass the store itself")
+
     def _why_not_a_group(self, exc: Exception) -> StoreError:
         """zarr failed to open the root group: tell "nothing there" from a damaged root zarr.json.
 
         Asked only on failure, so opening a good store costs no extra request."""
+        inside = self._inside_a_store()  # STORE/hidden_states: an array's zarr.json is no damage
+        if inside is not None:
+            return inside
         try:
             raw = self._fs.cat_file(join(self._base, "zarr.json"))
         except FileNotFoundError:

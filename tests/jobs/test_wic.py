@@ -24,6 +24,26 @@ def test_best_threshold_on_a_grid_picks_a_grid_point():
     assert acc == 1.0 and thr == pytest.approx(0.5)   # first grid point in [0.3, 0.8)
 
 
+def _self_cosines_straddling_one():
+    """Cosines of 200 vectors with themselves: 1 up to float64 rounding, some above, some not."""
+    x = np.random.default_rng(0).normal(size=(200, 384)).astype(np.float32)
+    sims = cosine(x, x)
+    assert (sims > 1).any() and (sims <= 1).any() and np.abs(sims - 1).max() < 1e-12
+    return sims
+
+
+@pytest.mark.parametrize("grid_step", [None, 0.5])
+def test_identical_vectors_tie_whatever_their_cosines_rounding(grid_step):
+    # labels that only the rounding noise separates: the old search put its threshold at 1.0 between
+    # 0.9999999999999998 and 1.0000000000000002 and reported a fit accuracy of 1.0
+    sims = _self_cosines_straddling_one()
+    labels = sims > 1
+    thr, acc = best_threshold(sims, labels, grid_step=grid_step)
+    assert acc == pytest.approx(max(labels.mean(), 1 - labels.mean()))
+    assert accuracy_at(sims, labels, thr) == acc               # the eval decision ties them too
+    assert accuracy_at(sims, labels, 1.0) == 1 - labels.mean()  # even on the threshold 1.0 itself
+
+
 def test_best_threshold_all_positive_goes_below_minimum():
     thr, acc = best_threshold(np.array([0.4, 0.5]), np.array([True, True]))
     assert acc == 1.0 and thr < 0.4
@@ -209,7 +229,7 @@ def test_wic_rows_carry_95_percent_intervals(tmp_path, wic_store):
     assert "binomial" in json.loads((tmp_path / "wic.json").read_text())["settings"]["interval"]
 
 
-def test_wic_plot_shows_fit_mode_chance_and_intervals(tmp_path, wic_store, monkeypatch):
+def _spy_plot(monkeypatch):
     import jobs.results as res
 
     seen = {}
@@ -217,17 +237,75 @@ def test_wic_plot_shows_fit_mode_chance_and_intervals(tmp_path, wic_store, monke
 
     def spy(path, rows, metrics, title, ylabel, hlines=(), note=None):
         seen["fig"] = real(path, rows, metrics, title, ylabel, hlines=hlines, note=note)
-        seen.update(title=title, hlines=hlines, metrics=res.as_series(metrics))
+        seen.update(title=title, hlines=list(hlines), metrics=res.as_series(metrics), note=note)
         return seen["fig"]
 
     monkeypatch.setattr(res, "plot_metric", spy)
-    run_wic(store=wic_store, out=tmp_path, fit="train", eval="dev", standardize="batch", echo=False)
+    return seen
+
+
+def test_wic_plot_shows_fit_mode_majority_baseline_and_intervals(tmp_path, wic_store, monkeypatch):
+    seen = _spy_plot(monkeypatch)
+    run_wic(store=wic_store, out=tmp_path, fit="train", eval="dev[80%:]", standardize="batch", echo=False)
     assert "fit train" in seen["title"] and "standardize batch" in seen["title"]
-    assert (0.5, "chance (0.5)") in list(seen["hlines"])
+    # dev[80%:] is 5 same-sense pairs of 9: the baseline to beat is 5/9, not 0.5
+    assert seen["hlines"] == [(pytest.approx(5 / 9), "majority class (0.56)")]
+    doc = json.loads((tmp_path / "wic.json").read_text())
+    assert doc["eval_class_balance"] == {"dev[80%:]": {"n_pairs": 9, "positive_rate": 0.555556,
+                                                       "majority_baseline": 0.555556}}
+    assert doc["fit_positive_rate"] == 0.5
     assert seen["metrics"][0].ci == ("ci95_low", "ci95_high")
     ax = seen["fig"].axes[0]
     assert "static" in [t.get_text() for t in ax.get_xticklabels()]
     assert ax.collections, "no error bars drawn"
+
+
+def test_wic_plot_draws_each_eval_splits_majority_baseline_in_its_colour(tmp_path, wic_store, monkeypatch):
+    seen = _spy_plot(monkeypatch)
+    run_wic(store=wic_store, out=tmp_path, eval="test[:9],dev[80%:]", echo=False)
+    # test[:9] starts on an odd pair: 4 same-sense pairs of 9, majority 'different' (5/9) as well
+    assert seen["hlines"] == [(pytest.approx(5 / 9), "majority class, test[:9] (0.56)", "test[:9]"),
+                              (pytest.approx(5 / 9), "majority class, dev[80%:] (0.56)", "dev[80%:]")]
+    colours = {line.get_label(): line.get_color() for line in seen["fig"].axes[0].get_lines()}
+    assert colours["majority class, test[:9] (0.56)"] == colours["accuracy (test[:9])"]
+    assert colours["majority class, dev[80%:] (0.56)"] == colours["accuracy (dev[80%:])"]
+
+
+def _identical_layer_0_targets(s):
+    """As on a RoPE decoder (SmolLM2, Llama) in the prompt variant: the same '"' token everywhere and
+    no position added at the input, so every layer-0 target vector is the same, bit for bit."""
+    rows = np.flatnonzero(s.tokens.column("is_target").to_numpy())
+    s._hidden[0][rows] = s._hidden[0][rows[0]]
+    return s
+
+
+def test_wic_flags_a_layer_whose_target_vectors_are_all_identical_as_constant(tmp_path, monkeypatch):
+    seen = _spy_plot(monkeypatch)
+    s = _identical_layer_0_targets(make_wic_store(variant="prompt", static_signal=True))
+    rows = run_wic(store=s, out=tmp_path, echo=False)
+    assert {(r["layer"], r["split"]) for r in rows if r["constant"]} == {(0, "dev"), (0, "test")}
+    doc = json.loads((tmp_path / "wic.json").read_text())
+    for r in rows:
+        if r["constant"]:   # train is 45/45: the tie goes to 'same sense' for every pair
+            assert r["accuracy"] == pytest.approx(doc["eval_class_balance"][r["split"]]["positive_rate"])
+    assert "identical" in doc["layer_0"] and "constant predictor" in doc["layer_0"]
+    assert "only by position" not in doc["layer_0"]
+    assert doc["constant_rows"].startswith("layer 0: ")
+    assert "layer 0: constant predictor" in seen["note"]
+
+
+def test_wic_layers_with_varying_target_vectors_are_not_constant(tmp_path):
+    rows = run_wic(store=make_wic_store(variant="prompt"), out=tmp_path, echo=False)
+    assert not any(r["constant"] for r in rows)
+    doc = json.loads((tmp_path / "wic.json").read_text())
+    assert "constant_rows" not in doc and "identical" not in doc["layer_0"]
+
+
+def test_wic_json_explains_every_column(tmp_path, wic_store):
+    run_wic(store=wic_store, out=tmp_path, eval="dev", echo=False)
+    doc = json.loads((tmp_path / "wic.json").read_text())
+    assert list(doc["column_glossary"]) == doc["columns"]
+    assert "fit split" in doc["column_glossary"]["fit_accuracy"]
 
 
 @pytest.mark.parametrize("kind", ["file", "under_a_file"])

@@ -255,3 +255,15 @@ def test_truncated_root_zarr_json_is_reported_as_corrupt(store, tmp_path, capsys
         open_store(str(store))
     with pytest.raises(StoreError, match="no layerprobe store at"):
         open_store(str(tmp_path / "nothing-here"))
+
+
+def test_a_path_inside_a_store_names_the_store_and_never_calls_it_damaged(store, tmp_path, capsys):
+    # STORE/hidden_states has an array's zarr.json: before, this said "corrupt ... delete it".
+    for inner in (store / "hidden_states", store / "meta"):
+        with pytest.raises(StoreError, match=f"{inner} lies inside the layerprobe store {store}: pass the store"):
+            open_store(str(inner))
+    for cmd in (["inspect", str(store / "hidden_states")], ["validate", str(store / "hidden_states")],
+                ["probe", "wic", "--store", str(store / "hidden_states"), "--out", str(tmp_path / "w")]):
+        line = _one_line_error(capsys, 2, main(cmd))
+        assert "lies inside the layerprobe store" in line and "delete" not in line and "corrupt" not in line
+    assert open_store(str(store)).complete  # and the store itself is untouched
