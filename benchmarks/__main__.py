@@ -240,6 +240,45 @@ def storage(store: Path) -> list[dict]:
     return rows
 
 
+def writer_ceiling(store: Path, root: Path) -> list[dict]:
+    """The shard writer alone, fed real activations (every layer of the float32 store) from memory
+    in 4096-token blocks: the tokens/s it sustains with 1 write thread (what runs beside a CPU
+    forward pass) and with a thread per core (beside a GPU). A forward pass faster than this is
+    held back by the write path, whatever the model."""
+    from pipeline.executors.planning import plan_shards
+    from pipeline.store import open_store
+    from pipeline.store.writer import ShardWriter, create_store
+    from schemas.manifest import Manifest
+
+    s = open_store(store)
+    chunk_rows = s.manifest["chunk_rows"]
+    n = min(16384, s.tokens.num_rows) // chunk_rows * chunk_rows  # whole chunks: abort() flushes no partial one
+    acts = np.stack([s.layer(L, rows=np.arange(n)) for L in s.layers])
+    rows = []
+    for dtype in ("float32", "float16"):
+        # The block arrives in the stored dtype with its range checked, as a GPU forward hands it over.
+        block = acts.astype(dtype)
+        peaks = [np.abs(acts[:, i : i + 4096]).reshape(len(acts), -1).max(axis=1) for i in range(0, n, 4096)]
+        manifest = Manifest.model_validate({**s.manifest, "dtype": dtype, "complete": False})
+        plan = plan_shards([n], [n], shard_tokens=n, chunk_rows=chunk_rows)
+        for threads in sorted({1, min(len(s.layers), os.cpu_count() or 1)}):
+            best = float("inf")
+            for _ in range(3):
+                path = root / f"ceiling-{dtype}.zarr"
+                shutil.rmtree(path, ignore_errors=True)
+                create_store(str(path), manifest, plan, d_model=acts.shape[2], vocab_size=1)
+                w = ShardWriter(str(path), plan.shards[0], layers=list(s.layers), dtype=dtype,
+                                chunk_rows=chunk_rows, config_fingerprint="bench", write_threads=threads)
+                t0 = time.perf_counter()
+                for b, i in enumerate(range(0, n, 4096)):
+                    w.submit(block[:, i : i + 4096], peaks=peaks[b])  # range checked on the device
+                w.abort()  # drains the queue; no commit (the tables are not the writer's throughput)
+                best = min(best, time.perf_counter() - t0)
+            rows.append({"dtype": dtype, "write_threads": threads, "tokens_per_s": n / best,
+                         "MB_per_s": block.nbytes / best / 1e6})
+    return rows
+
+
 # -- 5: probe reads --------------------------------------------------------------------------------
 def probe_reads(store: Path, root: Path) -> dict:
     """The WiC probe (all layers + static) against plain zarr + pyarrow reading the same rows: the
@@ -431,6 +470,11 @@ def report(r: dict) -> str:
               "| dtype | codec | bytes/token/layer | compression ratio | write MB/s |", "|---|---|---|---|---|"]
     lines += [f"| {s['dtype']} | {s['codec']} | {s['bytes_per_token_per_layer']:.0f} | {s['compression_ratio']:.3f} | "
               f"{s['write_MB_per_s']:.0f} |" for s in r["storage"]]
+    if "writer_ceiling" in r:
+        lines += ["", "## Write path ceiling (the shard writer alone, MiniLM activations from memory)", "",
+                  "| stored dtype | write threads | tokens/s | MB/s written (before compression) |", "|---|---|---|---|"]
+        lines += [f"| {c['dtype']} | {c['write_threads']} | {c['tokens_per_s']:.0f} | {c['MB_per_s']:.0f} |"
+                  for c in r["writer_ceiling"]]
     p = r["probe_reads"]
     lines += ["", "## Probe reads", "",
               f"WiC probe over all layers + static: {p['wic_probe_s']:.2f} s; plain zarr reading the same "
@@ -517,6 +561,7 @@ def main(argv=None) -> int:
     run_extract(spec_for("default", wic_src, wic_store), executor="local", progress=False)
     _sample_load()
     r["storage"] = storage(wic_store)
+    r["writer_ceiling"] = writer_ceiling(wic_store, root)
     r["probe_reads"] = probe_reads(wic_store, root)
     _sample_load()
     print("scale ...", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pipeline.extract.batching import token_budget_batches
 from pipeline.extract.heap import return_free_heap
 from pipeline.extract.tokenize import Encoded, encode_examples
 from pipeline.readers.base import Example
-from pipeline.store.writer import ShardWriter, write_static_embeddings
+from pipeline.store.writer import ShardWriter, peaks_and_cast, write_static_embeddings
 from schemas.job import ExtractSpec
 from schemas.manifest import ShardRecord
 from schemas.tables import EXAMPLE_FIXED_FIELDS, TOKENS_SCHEMA
@@ -82,6 +83,10 @@ class ShardExtractor:
         self._takes_token_type_ids = "token_type_ids" in params
         self._pin = self.device.startswith("cuda")
         self._copy_stream = torch.cuda.Stream() if self._pin else None
+        # Beside a CPU forward pass one writer thread (it takes cores from the forward); beside a GPU
+        # up to a thread per layer, at most 8 (~0.4 GB/s of float32 each here: 8 are about what one
+        # GPU's share of a node's disk takes; 8 GPUs x 8 threads fit the cores of usual GPU nodes).
+        self._write_threads = 1 if not self._pin else min(len(self.target.layers), 8, os.cpu_count() or 1)
         import transformers
 
         self.written_with = {  # recorded in each commit record: they move float rounding, not values
@@ -121,15 +126,15 @@ class ShardExtractor:
         kept = [e.kept(spec.keep) for e in encoded]
         writer = ShardWriter(target.path, shard, layers=target.layers, dtype=target.dtype,
                              chunk_rows=target.chunk_rows, config_fingerprint=target.config_fingerprint,
-                             storage_options=target.storage_options, written_with=self.written_with)
+                             storage_options=target.storage_options, write_threads=self._write_threads,
+                             written_with=self.written_with)
         written: list[int] = []  # examples in the order their rows were written
         try:
             for batch in token_budget_batches([len(e) for e in encoded], spec.batch_tokens):
                 batch = [i for i in batch if len(kept[i])]
                 if not batch:
                     continue
-                block, ready = self._forward(encoded, kept, batch)
-                writer.submit(block, ready)
+                writer.submit(*self._forward(encoded, kept, batch))
                 written.extend(batch)
             tokens = build_tokens_table(encoded, kept, written, self.tokenizer,
                                         first_example_id=shard.example_start, first_row=shard.row_start)
@@ -191,17 +196,23 @@ class ShardExtractor:
             for slot, L in enumerate(self.target.layers):
                 torch.index_select(hidden[L].reshape(-1, hidden[L].shape[-1]), 0, flat, out=block[slot])
         if not self._pin:
-            return block, None
-        # GPU: copy into pinned host memory on a side stream without blocking; the writer thread
-        # waits on the event, so the next batch's forward overlaps this copy and the disk write.
+            return block, None, None
+        # GPU: range-check and cast on the device, then copy into pinned host memory on a side
+        # stream without blocking; the writer thread waits on the event, so the next batch's
+        # forward overlaps this copy and the disk write.
+        with torch.inference_mode():
+            peaks, block = peaks_and_cast(block, self.target.dtype)
         host = torch.empty(block.shape, dtype=block.dtype, pin_memory=True)
+        host_peaks = torch.empty(peaks.shape, dtype=peaks.dtype, pin_memory=True)
         self._copy_stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self._copy_stream):
             host.copy_(block, non_blocking=True)
+            host_peaks.copy_(peaks, non_blocking=True)
             block.record_stream(self._copy_stream)
+            peaks.record_stream(self._copy_stream)
             ready = torch.cuda.Event()
             ready.record(self._copy_stream)
-        return host, ready
+        return host, ready, host_peaks
 
 
 def thread_invariant_attention(device: str):

@@ -112,9 +112,19 @@ def check_range(values: np.ndarray, layers: list, dtype: np.dtype, what: str = "
     """Refuse rather than store inf/nan, or values float16 can't hold: name the layer.
 
     One reduction per layer over the block (NaN and inf propagate into max/min), so the check costs
-    a pass over memory, not an abs() copy; the per-layer detail is computed only on failure."""
+    a pass over memory, not an abs() copy."""
     flat = values.reshape(values.shape[0], -1)
-    peak = np.maximum(flat.max(axis=1), -flat.min(axis=1))
+    if flat.dtype == np.float16 and flat.flags.c_contiguous:
+        # numpy reduces float16 at ~0.1 GB/s (no SIMD; a float16 model's block would hold the writer
+        # back 60x); the exponent bits say the same at memory speed: all ones is inf/nan, and any
+        # finite float16 fits the store. The peaks are computed only for the error message.
+        if not ((flat.view(np.uint16) & 0x7C00) == 0x7C00).any():
+            return
+    check_peaks(np.maximum(flat.max(axis=1), -flat.min(axis=1)), layers, dtype, what)
+
+
+def check_peaks(peak: np.ndarray, layers: list, dtype: np.dtype, what: str = "layer") -> None:
+    """check_range's verdict from each layer's largest |value| (computed on the GPU for a GPU block)."""
     limit = FLOAT16_MAX if dtype == np.float16 else np.inf
     if np.isfinite(peak).all() and (peak <= limit).all():
         return
@@ -128,17 +138,32 @@ def check_range(values: np.ndarray, layers: list, dtype: np.dtype, what: str = "
     )
 
 
+def peaks_and_cast(block, dtype: str):
+    """For a torch block on the GPU: each layer's largest |value| (NaN/inf propagate, as in
+    check_range) and the block already in the stored dtype. Casting there is nearly free and halves
+    a float16 store's device-to-host bytes; the host would otherwise convert on the writer's CPU.
+    torch rounds float32 -> float16 to nearest even, as numpy does: the same stored bits."""
+    import torch
+
+    low, high = torch.aminmax(block.flatten(1), dim=1)
+    peaks = torch.maximum(high, -low).float()
+    return peaks, block.to({"float32": torch.float32, "float16": torch.float16}[dtype])
+
+
 class ShardWriter:
     """Writes one shard's rows from a background thread, then commits.
 
     `submit(block)` queues a [n_layers, n, d] block of the next rows (numpy, or a CPU torch tensor
-    with an optional `ready` event to wait on for a non-blocking device copy). The queue is bounded,
-    so the forward pass runs at most `queue_depth` batches ahead of the disk and memory stays flat.
+    with an optional `ready` event to wait on for a non-blocking device copy, and optional `peaks`
+    from peaks_and_cast). The queue is bounded, so the forward pass runs at most `queue_depth`
+    batches ahead of the disk and memory stays flat. `write_threads` encode and write a batch's
+    layers in parallel: 1 beside a CPU forward pass, which needs the cores itself; more beside a GPU,
+    where one thread (~35k MiniLM tokens/s, benchmarks/README.md) is slower than the forward.
     """
 
     def __init__(self, path: str, shard: ShardRecord, *, layers: list[int], dtype: str, chunk_rows: int,
                  config_fingerprint: str, storage_options: dict | None = None, queue_depth: int = 3,
-                 written_with: dict | None = None):
+                 write_threads: int = 1, written_with: dict | None = None):
         self.path = path
         self.written_with = written_with or {}
         self.shard = shard
@@ -155,26 +180,28 @@ class ShardWriter:
         self._next_row = shard.row_start
         self._crcs: list[list[int]] = [[] for _ in layers]
         self._queue: queue.Queue = queue.Queue(maxsize=queue_depth)
-        self._tail: ThreadPoolExecutor | None = None
+        self._pool = (ThreadPoolExecutor(write_threads, thread_name_prefix=f"writer-{shard.shard_id}")
+                      if write_threads > 1 else None)
         self._error: BaseException | None = None
         # Off the main thread numcodecs' blosc compresses with one thread whatever set_nthreads says
-        # (measured): beside the forward pass that is what we want; the tail uses a pool instead.
+        # (measured), so parallel writes take the pool: a layer per thread.
         self._thread = threading.Thread(target=self._drain, name=f"writer-{shard.shard_id}", daemon=True)
         self._thread.start()
         self.rows_written = 0
 
     # -- producer side -------------------------------------------------------------------------
-    def submit(self, block, ready=None) -> None:
+    def submit(self, block, ready=None, peaks=None) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put((block, ready))
+        self._queue.put((block, ready, peaks))
 
     def finish(self, tokens: pa.Table, examples: pa.Table) -> CommitRecord:
         # The forward pass is over and its cores are free: the writer spreads what is still queued
         # (the last batch: ~2% of a MiniLM shard's time was spent waiting for it) over them, a
         # layer per thread.
-        self._tail = ThreadPoolExecutor(min(len(self.layers), os.cpu_count() or 1),
-                                        thread_name_prefix=f"writer-{self.shard.shard_id}")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(min(len(self.layers), os.cpu_count() or 1),
+                                            thread_name_prefix=f"writer-{self.shard.shard_id}")
         try:
             self._queue.put(None)
             self._thread.join()
@@ -186,7 +213,7 @@ class ShardWriter:
             if self._fill:
                 self._flush()
         finally:
-            self._tail.shutdown()
+            self._pool.shutdown()
         return commit_shard(self.path, self.shard, tokens, examples, self._crcs, self.layers,
                             self.fingerprint, self.storage_options, written_with=self.written_with)
 
@@ -194,6 +221,8 @@ class ShardWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown()
 
     # -- writer thread -------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -204,17 +233,20 @@ class ShardWriter:
             if self._error is not None:
                 continue  # keep draining so the producer never blocks on a dead writer
             try:
-                block, ready = item
+                block, ready, peaks = item
                 if ready is not None:
                     ready.synchronize()
                 if not isinstance(block, np.ndarray):  # torch tensor (maybe bfloat16): numpy has no bf16
                     block = block.float().numpy() if str(block.dtype) == "torch.bfloat16" else block.numpy()
+                if peaks is None:
+                    check_range(block, self.layers, self.dtype)
+                else:
+                    check_peaks(np.asarray(peaks), self.layers, self.dtype)
                 self._append(block)
             except BaseException as exc:  # surfaced to the producer on its next submit/finish
                 self._error = exc
 
     def _append(self, block: np.ndarray) -> None:
-        check_range(block, self.layers, self.dtype)
         n = block.shape[1]
         if self.rows_written + n > self.shard.n_tokens:
             raise StoreError(f"shard {self.shard.shard_id}: more rows than planned")
@@ -249,8 +281,8 @@ class ShardWriter:
             return zlib.crc32(values.data)  # codecs, crc32 and writes release the GIL
 
         layers = range(len(self.layers))
-        # One thread while the forward pass runs beside it; after finish(), the free cores.
-        crcs = self._tail.map(put, layers) if self._tail is not None else map(put, layers)
+        # One thread beside a CPU forward pass; the pool beside a GPU, and after finish().
+        crcs = self._pool.map(put, layers) if self._pool is not None else map(put, layers)
         for li, crc in enumerate(crcs):
             self._crcs[li].append(crc)
         self._next_row += self.chunk_rows

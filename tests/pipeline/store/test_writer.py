@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+import zarr
 
 from pipeline.errors import StoreError
 from pipeline.executors.planning import plan_shards
@@ -73,17 +74,20 @@ def test_shards_are_invisible_until_committed_and_readable_after(tmp_path):
     np.testing.assert_array_equal(st.layer(1, [6, 0]), np.stack([data[1][1][1], data[0][1][0]]))
 
 
+@pytest.mark.parametrize("write_threads", [1, 3])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_blocks_holding_whole_chunks_store_the_same_rows_and_checksums(tmp_path, dtype):
+def test_blocks_holding_whole_chunks_store_the_same_rows_and_checksums(tmp_path, dtype, write_threads):
     # Blocks of 9 and 5 rows with 4-row chunks: whole chunks inside a block are encoded from the block
-    # itself (same dtype) or cast through the chunk buffer (float16); both must land row for row.
+    # itself (same dtype) or cast through the chunk buffer (float16); both must land row for row,
+    # written by one thread (beside a CPU forward) or a thread per layer (beside a GPU).
     from pipeline.sharing.validate import validate_store
 
     path, plan = _store(tmp_path, lengths=(14, 6, 3), dtype=dtype)
     rng = np.random.default_rng(1)
     data = {s.shard_id: rng.normal(size=(3, s.n_tokens, D)).astype("float32") for s in plan.shards}
     for s in plan.shards:
-        w = ShardWriter(path, s, layers=LAYERS, dtype=dtype, chunk_rows=4, config_fingerprint="fp")
+        w = ShardWriter(path, s, layers=LAYERS, dtype=dtype, chunk_rows=4, config_fingerprint="fp",
+                        write_threads=write_threads)
         values = data[s.shard_id].astype(dtype)
         for a, b in ((0, 9), (9, values.shape[1])):
             if a < values.shape[1]:
@@ -157,3 +161,45 @@ def test_a_store_with_a_newer_format_version_is_refused(tmp_path):
     write_manifest(path, m)
     with pytest.raises(StoreError, match="format version 99"):
         open_store(path, allow_incomplete=True)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_a_float16_block_holding_inf_is_refused_naming_the_layer(tmp_path, contiguous):
+    # A float16 model's blocks are checked through their exponent bits (numpy's float16 max/min is
+    # 60x slower); a strided block takes the plain reduction. Both must catch inf.
+    path, plan = _store(tmp_path, dtype="float16")
+    values = np.zeros((3, 5, 2 * D), "float16")
+    values[1, 4, 2] = np.inf
+    values = values[:, :, :D] if not contiguous else np.ascontiguousarray(values[:, :, :D])
+    with pytest.raises(StoreError, match=r"non-finite values in layer \[1\]"):
+        _write(path, plan.shards[0], values, dtype="float16")
+
+
+def test_blocks_cast_on_the_device_store_the_same_bits_and_keep_the_range_check(tmp_path):
+    # A GPU forward casts to the stored dtype and computes each layer's peak on the device
+    # (peaks_and_cast); torch's float32 -> float16 rounding must equal numpy's, and the writer must
+    # still refuse what float16 cannot hold. torch on CPU runs the same function.
+    import torch
+
+    from pipeline.store.writer import peaks_and_cast
+
+    path, plan = _store(tmp_path, dtype="float16")
+    rng = np.random.default_rng(7)
+    values = (rng.normal(size=(3, 5, D)) * rng.choice([1e-6, 1, 1e4], size=(3, 5, D))).astype("float32")
+    values[0, 0, :5] = [65504, -65504, 2.0**-24, 2.0**-14 * 1.5, 1e-8]  # float16: max, min, subnormals, underflow
+    peaks, cast = peaks_and_cast(torch.from_numpy(values), "float16")
+    np.testing.assert_array_equal(cast.numpy().view(np.uint16), values.astype("float16").view(np.uint16))
+    np.testing.assert_array_equal(peaks.numpy(), np.abs(values).reshape(3, -1).max(axis=1))
+
+    w = ShardWriter(path, plan.shards[0], layers=LAYERS, dtype="float16", chunk_rows=4, config_fingerprint="fp")
+    w.submit(cast.numpy(), peaks=peaks.numpy())
+    w.finish(_tokens(plan.shards[0], 5), _examples(plan.shards[0]))
+    stored = zarr.open_group(path, mode="r")[layout.HIDDEN][:, :5]  # the other shards are not written
+    np.testing.assert_array_equal(stored, values.astype("float16"))
+
+    values[2, 1, 3] = 1e6  # cast on the device it is inf; the peak says why
+    peaks, cast = peaks_and_cast(torch.from_numpy(values), "float16")
+    w = ShardWriter(path, plan.shards[0], layers=LAYERS, dtype="float16", chunk_rows=4, config_fingerprint="fp")
+    w.submit(cast.numpy(), peaks=peaks.numpy())
+    with pytest.raises(StoreError, match="layer 2 has values up to 1e\\+06, outside float16's range"):
+        w.finish(_tokens(plan.shards[0], 5), _examples(plan.shards[0]))
