@@ -84,7 +84,7 @@ class ShardExtractor:
         self._pin = self.device.startswith("cuda")
         self._copy_stream = torch.cuda.Stream() if self._pin else None
         # Beside a CPU forward pass one writer thread (it takes cores from the forward); beside a GPU
-        # up to a thread per layer, at most 8 (~0.4 GB/s of float32 each here: 8 are about what one
+        # up to a thread per layer, at most 8 (~0.5 GB/s of float32 each here: 8 are about what one
         # GPU's share of a node's disk takes; 8 GPUs x 8 threads fit the cores of usual GPU nodes).
         self._write_threads = 1 if not self._pin else min(len(self.target.layers), 8, os.cpu_count() or 1)
         import transformers

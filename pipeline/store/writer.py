@@ -158,7 +158,7 @@ class ShardWriter:
     from peaks_and_cast). The queue is bounded, so the forward pass runs at most `queue_depth`
     batches ahead of the disk and memory stays flat. `write_threads` encode and write a batch's
     layers in parallel: 1 beside a CPU forward pass, which needs the cores itself; more beside a GPU,
-    where one thread (~35k MiniLM tokens/s, benchmarks/README.md) is slower than the forward.
+    where one thread (~52k MiniLM tokens/s, benchmarks/README.md) is slower than the forward.
     """
 
     def __init__(self, path: str, shard: ShardRecord, *, layers: list[int], dtype: str, chunk_rows: int,
