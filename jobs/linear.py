@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.baselines import majority_accuracy
 from jobs.results import Series, prepare_out_dir, write_results
 from jobs.splits import example_splits, parse_selector_list, select_fit_eval, split_names
 from jobs.storeio import model_info, resolve_store, store_location
@@ -49,17 +50,6 @@ def control_labels(types: list[str], fit_labels: list[str], seed: int) -> list[s
         u = int.from_bytes(h, "little") / 2.0 ** 64
         out.append(str(names[min(int(np.searchsorted(cdf, u, side="right")), len(names) - 1)]))
     return out
-
-
-def majority_accuracy(fit_labels: list[str], eval_labels: list[str]) -> float:
-    """Accuracy on eval_labels of always answering the fit split's most frequent label (ties: the
-    first in sorted order): the floor a probe must clear before its accuracy says anything. NaN
-    without eval labels."""
-    if len(eval_labels) == 0:
-        return float("nan")
-    names, counts = np.unique(np.asarray(fit_labels, dtype=object).astype(str), return_counts=True)
-    top = names[int(np.argmax(counts))]
-    return float(np.mean(np.asarray(eval_labels, dtype=object).astype(str) == top))
 
 
 def fit_score(X_fit: np.ndarray, y_fit: list[str], evals: list[tuple[np.ndarray, list[str]]], seed: int,

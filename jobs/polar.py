@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse.csgraph import minimum_spanning_tree
 
+from jobs.baselines import majority
 from jobs.results import Series, prepare_out_dir, write_results
 from jobs.splits import check_disjoint, example_splits, parse_selector_list, select_units
 from jobs.storeio import model_info, resolve_store, store_location
@@ -531,12 +532,6 @@ def random_tree_uuas(n_words, n_attach) -> float:
         return float("nan")
     hit = np.where(n >= 2, 2.0 / np.maximum(n, 2.0), 0.0)
     return float((a * hit).sum() / a.sum())
-
-
-def majority(values) -> str:
-    """Most frequent value (ties: the first in sorted order, so the choice never depends on order)."""
-    names, counts = np.unique(np.asarray(list(values), dtype=object).astype(str), return_counts=True)
-    return str(names[int(np.argmax(counts))]) if len(names) else ""
 
 
 def baselines(fit: TreeData, evals: TreeData, include_punct: bool = True) -> dict[str, Any]:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from fake_store import make_conllu_store
 
-from jobs.linear import C, control_labels, fit_score, majority_accuracy, run_linear
+from jobs.baselines import majority_accuracy
+from jobs.linear import C, control_labels, fit_score, run_linear
 from pipeline.errors import LayerprobeError
 
 

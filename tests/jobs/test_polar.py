@@ -7,8 +7,9 @@ import pytest
 from fake_store import FakeStore, make_conllu_store, make_wic_store
 
 import jobs.polar as polar
+from jobs.baselines import majority
 from jobs.polar import (Counts, TreeData, baselines, chain_edges, classify_edges, decode_tree, dspr, evaluate_probe,
-                        gold_edges, heldout_split, majority, mst_edges, random_tree_uuas, relation_centroids,
+                        gold_edges, heldout_split, mst_edges, random_tree_uuas, relation_centroids,
                         run_polar, train_probe, tree_depths, tree_distances, universal_relation, valid_tree)
 from pipeline.errors import LayerprobeError
 

