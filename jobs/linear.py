@@ -187,6 +187,7 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
     s = resolve_store(store)
     ex = s.examples
     col, word_level = _resolve_label(ex, label)
+    keep_targets = isinstance(s.manifest, dict) and s.manifest.get("keep") == "targets"
     pooling = word_pooling(s.tokens)
     if pooling.n_groups == 0:
         raise LayerprobeError("this store has no word tokens (word_id >= 0), e.g. it kept only targets")
@@ -273,11 +274,13 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
     model, variant = model_info(s)
     settings = {"store": store_location(store, s), "label": label, "label_column": col,
                 "level": "word" if word_level else "example", "fit": fit, "eval": evals, "control": control,
-                "seed": seed, "classifier": f"LogisticRegression(lbfgs, max_iter={max_iter}), "
-                "features z-scored with fit statistics",
+                "seed": seed, "classifier": f"LogisticRegression(lbfgs, max_iter={max_iter}, tol=1e-4: scikit-learn's "
+                "default; the third decimal of an accuracy can move with it), features z-scored with fit statistics",
                 "regularisation": f"L2, C={C:g} (scikit-learn's default inverse strength; not tuned)",
                 "pooling": ("word vector = mean of its subword token vectors" if word_level else
-                            "example vector = mean of its word vectors, each the mean of its subword token vectors"),
+                            "example vector = mean of its word vectors, each the mean of its subword token vectors")
+                + ("; this store was extracted with --keep targets, so only target words have vectors: an "
+                   "example vector is its target word's alone" if keep_targets else ""),
                 "majority_baseline": "most frequent label of the fit split, scored on each eval split",
                 "relations": "universal (subtype after ':' stripped)" if col in UNIVERSAL else None,
                 "control_task": "Hewitt & Liang 2019: label per lower-cased word type drawn from the fit "
@@ -295,5 +298,7 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
     write_results(out, "linear", rows, settings, plot, ylabels, model, variant,
                   extra={"dropped_items": dropped,
                          "dropped_reason": "no label, or no token for the word (truncation)"},
-                  echo=echo, title_keys=("fit", "label"), hlines=hlines, column_docs=COLUMN_GLOSSARY)
+                  echo=echo, title_keys=("fit", "label"), hlines=hlines, column_docs=COLUMN_GLOSSARY,
+                  plot_note="--keep targets store: example vectors are their target words alone" if keep_targets
+                  else None)
     return rows

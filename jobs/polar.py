@@ -573,8 +573,9 @@ def evaluate_probe(B: np.ndarray, fit: TreeData, evals: TreeData, include_punct:
 
     include_punct=False (Hewitt & Manning's evaluation): the MST spans the non-punctuation words and
     is scored against the gold edges between them (uuas, uas, las); labels are scored on the gold
-    edges whose dependent is not punctuation (and centroids come from such fit edges); DSpr ranks
-    distances among non-punctuation words (sentence length = their number)."""
+    edges whose dependent is not punctuation (and centroids come from such fit edges). DSpr ranks
+    distances among all words, sentence length counted with punctuation, as Hewitt & Manning's
+    evaluation code does (their punctuation rule is UUAS's alone): comparable with their numbers."""
     fit_vecs, fit_rels = [], []
     for i, (X, e, rels) in enumerate(zip(fit.vectors, fit.edges, fit.edge_rels)):
         if len(e):
@@ -602,8 +603,8 @@ def evaluate_probe(B: np.ndarray, fit: TreeData, evals: TreeData, include_punct:
         else:
             gold_lab = []
         counts.add(gold, pred, gold_lab, attach)
-        preds.append(sub)
-        golds.append(np.asarray(dist)[np.ix_(words, words)])
+        preds.append(pd)
+        golds.append(np.asarray(dist))
     out = counts.metrics()
     out["dspr"] = dspr(preds, golds)
     out["n_edges"] = counts.n_edges
@@ -636,7 +637,8 @@ def load_trees(s, relations: str = "universal"):
     info = {}
     for i, e in enumerate(ex_ids.tolist()):
         h, r = heads[i], deprels[i]
-        if h is None or r is None or len(h) != len(r) or len(h) != len(words[i]) or not valid_tree(h):
+        if (h is None or r is None or len(h) != len(r) or len(h) != len(words[i]) or not valid_tree(h)
+                or any(x is None for x in r)):  # a relation not annotated ('_'): no labelled tree
             continue
         groups = pooling.lookup(np.full(len(h), e), np.arange(len(h)))
         if (groups < 0).any():          # a word without tokens (truncated): the tree is incomplete
@@ -680,13 +682,15 @@ COLUMN_GLOSSARY = {
     "layer": "hidden_states index (0 = embedding output)",
     "split": "eval selection the row is scored on",
     "uuas": "undirected unlabelled attachment score: share of scored gold edges present in the decoded MST",
-    "uas": "share of scored gold edges in the MST with the right head (direction from the cosine sign)",
-    "las": "share of scored gold edges with the right head and the right relation",
+    "uas": "share of scored gold edges in the MST with the right head (direction from the cosine sign); "
+           "the root's attachment is not scored (the probe predicts edges, not a root)",
+    "las": "share of scored gold edges with the right head and the right relation (root not scored, as uas)",
     "label_acc": "share of gold edges (dependent not punctuation) whose edge vector gets the gold relation, "
                  "given the gold attachment",
     "balanced_label_acc": "label accuracy averaged over relations (mean per-relation recall): rare relations "
                           "count as much as frequent ones",
-    "dspr": "Hewitt & Manning's distance Spearman correlation, macro-averaged over sentence lengths 5-50",
+    "dspr": "Hewitt & Manning's distance Spearman correlation over all words (punctuation included, as in their "
+            "code), averaged per sentence, then per sentence length, macro-averaged over lengths 5-50",
     "structural_*": "the same metric for the structural probe (lambda_angle = 0)",
     "n_sentences": "eval sentences scored (complete tree and word vectors)",
     "n_edges": "gold edges scored for attachment (uuas, uas, las): neither end punctuation unless include_punct",
@@ -791,7 +795,8 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
                            if train_info.get("n_heldout_sentences", 0) else
                            "training loss (too few fit sentences to hold any out)"),
         "include_punct": not punct_excluded,
-        "punctuation": ("excluded from the metrics (words with UPOS PUNCT; training uses all words)"
+        "punctuation": ("excluded from uuas, uas, las and the label metrics (words with UPOS PUNCT; DSpr and "
+                        "training use all words, as Hewitt & Manning)"
                         if punct_excluded else "included in the metrics" +
                         ("" if include_punct else ": the store's examples have no upos column")),
         "features": "word = mean of its subword vectors, z-scored per dimension with fit statistics",
@@ -805,6 +810,6 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
                                            "handling as the probe; majority relation and direction from the fit "
                                            "split; the same for every layer (see baseline_* columns)",
                          "n_fit_sentences": int(len(fit_ids)), "excluded_sentences": excluded,
-                         "excluded_sentences_reason": "no valid tree, or a word with no token (truncation)"},
+                         "excluded_sentences_reason": "no valid tree, a relation not annotated (_), or a word with no token (truncation)"},
                   echo=echo)
     return rows

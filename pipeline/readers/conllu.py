@@ -1,7 +1,10 @@
 """CoNLL-U treebanks (Universal Dependencies): one file or a directory of `*.conllu` files.
 
 One Example per sentence: words are the FORM column of the basic word lines (multiword-token
-ranges `1-2` and empty nodes `1.1` are skipped), text is the words joined by single spaces.
+ranges `1-2` and empty nodes `1.1` are skipped), text is the words joined by single spaces (as
+Hewitt & Manning fed PTB tokens: "didn't" is seen as "did n't", SpaceAfter=No is not applied; the
+`# text` line is kept as the column original_text). A '_' (not annotated) in UPOS, XPOS, DEPREL or
+LEMMA is stored as None.
 """
 
 from __future__ import annotations
@@ -43,12 +46,16 @@ class _Sentence:
         self.sent_id: str | None = None
         self.text = ""
         self.forms: list[str] = []
-        self.lemmas: list[str] = []
-        self.upos: list[str] = []
-        self.xpos: list[str] = []
+        self.lemmas: list[str | None] = []
+        self.upos: list[str | None] = []
+        self.xpos: list[str | None] = []
         self.heads: list[int] = []
-        self.deprels: list[str] = []
+        self.deprels: list[str | None] = []
         self.head_lines: list[int] = []
+
+
+def _annotated(value: str) -> str | None:
+    return None if value == "_" else value
 
 
 def _read_file(file: Path, split: str, want: int | None, out: CompactExamples) -> None:
@@ -125,13 +132,16 @@ def _read_file(file: Path, split: str, want: int | None, out: CompactExamples) -
             raise LayerprobeError(
                 f"{file} line {line_no}: HEAD {head!r} is not a whole number (0 for the root, else a word ID)"
             )
-        sent.forms.append(cols[1])
-        sent.lemmas.append(cols[2])
-        sent.upos.append(cols[3])
-        sent.xpos.append(cols[4])
+        form = cols[1]
+        sent.forms.append(form)
+        # '_' is CoNLL-U for "not annotated": None, so that probes drop the word instead of learning
+        # '_' as a class. Only a lemma may really be '_' (the lemma of the token '_').
+        sent.lemmas.append(None if cols[2] == "_" and form != "_" else cols[2])
+        sent.upos.append(_annotated(cols[3]))
+        sent.xpos.append(_annotated(cols[4]))
         sent.heads.append(int(head))
         sent.head_lines.append(line_no)
-        sent.deprels.append(cols[7])
+        sent.deprels.append(_annotated(cols[7]))
     flush()
 
 

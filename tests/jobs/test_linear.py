@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from fake_store import make_conllu_store
+from fake_store import keep_only_targets, make_conllu_store, make_wic_store
 
 from jobs.baselines import majority_accuracy
 from jobs.linear import C, control_labels, fit_score, run_linear
@@ -179,3 +179,13 @@ def test_results_record_majority_baseline_pooling_and_regularisation(tmp_path, s
     st = doc["settings"]
     assert "mean of its subword" in st["pooling"] and "L2" in st["regularisation"] and f"C={C:g}" in st["regularisation"]
     assert set(doc["columns"]) <= set(doc["column_glossary"])
+
+
+def test_a_targets_only_store_says_its_example_vectors_are_the_target_words(tmp_path):
+    # --keep targets keeps only the target tokens: an "example vector" is then the target word's
+    # alone, not the mean of the sentence's words that the settings otherwise describe.
+    for s, out in ((make_wic_store(), tmp_path / "all"), (keep_only_targets(make_wic_store()), tmp_path / "t")):
+        run_linear(store=s, out=out, label="label", fit="train", eval="dev", echo=False)
+    full = json.loads((tmp_path / "all" / "linear.json").read_text())["settings"]["pooling"]
+    targets = json.loads((tmp_path / "t" / "linear.json").read_text())["settings"]["pooling"]
+    assert "--keep targets" not in full and "target word's alone" in targets

@@ -208,7 +208,7 @@ def test_counts_score_attachment_and_labels_on_separate_edge_sets():
     assert m["uuas"] == 1.0 and m["las"] == 1.0 and m["label_acc"] == 0.5
 
 
-def test_punctuation_is_left_out_of_uuas_labels_and_dspr():
+def test_punctuation_is_left_out_of_uuas_and_labels():
     # "saw cats ." : saw root, cats <-obj- saw, '.' <-punct- saw; word vectors = gold tree embedding
     heads = [0, 1, 1]
     x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
@@ -224,6 +224,29 @@ def test_punctuation_is_left_out_of_uuas_labels_and_dspr():
     td.vectors[0] = np.array([[0.0, 0.0], [1.0, 0.0], [1.05, 0.0]])     # '.' looks attached to 'cats'
     assert evaluate_probe(B, td, td, include_punct=True)["uuas"] == 0.5
     assert evaluate_probe(B, td, td, include_punct=False)["uuas"] == 1.0
+
+
+def test_dspr_ranks_all_words_punctuation_included_as_hewitt_and_manning():
+    # 6 words, word 6 punctuation (a leaf under word 2). Word vectors: one orthogonal unit vector per
+    # edge on the path from the root, so squared distances are tree distances; then '.' is moved.
+    heads = [2, 0, 2, 5, 3, 2]
+    n = len(heads)
+    x = np.zeros((n, n))
+    for i in range(n):
+        k = i
+        while heads[k]:
+            x[i, k] = 1.0
+            k = heads[k] - 1
+    x[5] = x[3] + 0.1                                   # '.' placed beside word 4
+    punct = np.array([False] * 5 + [True])
+    e = np.array(gold_edges(heads))
+    td = TreeData([x], [tree_distances(heads)], [tree_depths(heads)], [e],
+                  [["r"] * len(e)], [punct])
+    without = evaluate_probe(np.eye(n), td, td, include_punct=False)
+    with_p = evaluate_probe(np.eye(n), td, td, include_punct=True)
+    # DSpr sees the misplaced '.' whatever include_punct says (H&M's evaluation code); UUAS does not
+    assert without["dspr"] == with_p["dspr"] < 1.0
+    assert without["uuas"] == 1.0 > with_p["uuas"]
 
 
 def _store_with_punct(n_dev=30, n_test=8):
@@ -409,3 +432,17 @@ def test_results_carry_baselines_and_a_glossary_of_every_column(polar_rows):
                     not (c.startswith("structural_") and "structural_*" in gloss and c[11:] in gloss)]
     assert undocumented == []
     assert "recall" in gloss["balanced_label_acc"] and "tree edges" in gloss["heldout_dist_loss"]
+
+
+def test_a_sentence_with_an_unannotated_relation_is_left_out_not_labelled_none(tmp_path):
+    # The CoNLL-U reader stores DEPREL '_' as None; before, polar scored it as a relation named 'None'.
+    s = make_conllu_store(splits=(("dev", 30), ("test", 8)), n_layers=2, d=16, max_len=8)
+    ex = s.examples
+    deprels = ex.column("deprels").to_pylist()
+    deprels[-1][1] = None                                   # a test sentence
+    ex = ex.set_column(ex.column_names.index("deprels"), "deprels", pa.array(deprels))
+    s = FakeStore(s.manifest, s.tokens, ex, s._hidden, s._static)
+    rows = run_polar(store=s, out=tmp_path, fit="dev", eval="test", rank=4, epochs=2, echo=False)
+    doc = _strict_json(tmp_path / "polar.json")
+    assert rows[0]["n_sentences"] == 7 and doc["excluded_sentences"] == {"dev": 0, "test": 1}
+    assert "None" not in doc["baselines"]["test"]["majority_relation"]

@@ -135,3 +135,12 @@ def test_real_ud_ewt_dev_reads_2001_well_formed_trees():
     assert first.text == "From the AP comes this story :"
     assert first.columns["heads"] == [3, 3, 4, 0, 6, 4, 4]
     assert any(":" in d for e in src.examples for d in e.columns["deprels"])
+
+
+def test_unannotated_columns_read_as_missing_not_as_a_label_called_underscore(tmp_path):
+    # '_' is CoNLL-U for "no annotation": a probe must drop such words, not learn '_' as a class.
+    # The token '_' itself keeps its lemma '_'.
+    sent = "\n".join([row(1, "See", "_", "_", "_", 0, "root"), row(2, "_", "_", "SYM", "NFP", 1, "_")])
+    ex = read_source(str(write(tmp_path / "x-dev.conllu", sent))).examples[0]
+    assert ex.columns["upos"] == [None, "SYM"] and ex.columns["xpos"] == [None, "NFP"]
+    assert ex.columns["lemmas"] == [None, "_"] and ex.columns["deprels"] == ["root", None]
