@@ -254,6 +254,10 @@ class TreeData:
         n = len(self.vectors[i])
         return self.punct[i] if i < len(self.punct) else np.zeros(n, dtype=bool)
 
+    def left_out(self, i: int, include_punct: bool) -> np.ndarray:
+        """The words of sentence i that scoring leaves out: punctuation, unless include_punct."""
+        return np.zeros(len(self.vectors[i]), dtype=bool) if include_punct else self.punct_mask(i)
+
     def subset(self, idx) -> "TreeData":
         idx = [int(i) for i in idx]
         return TreeData([self.vectors[i] for i in idx], [self.dists[i] for i in idx],
@@ -545,15 +549,14 @@ def baselines(fit: TreeData, evals: TreeData, include_punct: bool = True) -> dic
     of a uniformly random tree. Nothing here depends on word vectors or a layer."""
     fit_rels, head_first = [], []
     for i, (e, rels) in enumerate(zip(fit.edges, fit.edge_rels)):
-        punct = np.zeros(len(fit.vectors[i]), bool) if include_punct else fit.punct_mask(i)
-        gold, attach = scored_edges(e, rels, punct)
+        gold, attach = scored_edges(e, rels, fit.left_out(i, include_punct))
         fit_rels += [r for _, _, r in gold]
         head_first += [h < d for (h, d, _), a in zip(gold, attach) if a]
     rel = majority(fit_rels)
     first = bool(np.mean(head_first) >= 0.5) if head_first else True
     counts, n_words, n_attach = Counts(), [], []
     for i, (e, rels) in enumerate(zip(evals.edges, evals.edge_rels)):
-        punct = np.zeros(len(evals.vectors[i]), bool) if include_punct else evals.punct_mask(i)
+        punct = evals.left_out(i, include_punct)
         words = np.flatnonzero(~punct)
         pred = [(a, b, rel) if first else (b, a, rel) for a, b in chain_edges(words)]
         gold, attach = scored_edges(e, rels, punct)
@@ -578,17 +581,17 @@ def evaluate_probe(B: np.ndarray, fit: TreeData, evals: TreeData, include_punct:
     evaluation code does (their punctuation rule is UUAS's alone): comparable with their numbers."""
     fit_vecs, fit_rels = [], []
     for i, (X, e, rels) in enumerate(zip(fit.vectors, fit.edges, fit.edge_rels)):
-        if len(e):
-            keep = np.ones(len(e), bool) if include_punct else ~fit.punct_mask(i)[e[:, 1]]
-            if keep.any():
-                P = X @ B.T
-                fit_vecs.append(P[e[keep, 0]] - P[e[keep, 1]])
-                fit_rels += [r for r, k in zip(rels, keep) if k]
+        gold, _ = scored_edges(e, rels, fit.left_out(i, include_punct))  # the edges labels are scored on
+        if gold:
+            g = np.array([(h, d) for h, d, _ in gold], dtype=np.int64)
+            P = X @ B.T
+            fit_vecs.append(P[g[:, 0]] - P[g[:, 1]])
+            fit_rels += [r for _, _, r in gold]
     names, cents = relation_centroids(np.concatenate(fit_vecs) if fit_vecs else np.zeros((0, len(B))), fit_rels)
     counts = Counts()
     preds, golds = [], []
     for i, (X, dist, e, rels) in enumerate(zip(evals.vectors, evals.dists, evals.edges, evals.edge_rels)):
-        punct = np.zeros(len(X), bool) if include_punct else evals.punct_mask(i)
+        punct = evals.left_out(i, include_punct)
         words = np.flatnonzero(~punct)
         P = X @ B.T
         sq = (P * P).sum(1)

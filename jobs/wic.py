@@ -43,7 +43,7 @@ COLUMN_GLOSSARY = {
                 "eval_class_balance.majority_baseline, not 0.5",
     "ci95_low": "lower end of accuracy's 95% interval (binomial normal approximation over n_pairs)",
     "ci95_high": "upper end of accuracy's 95% interval",
-    "threshold": "cosine threshold chosen on the fit split (cosines rounded to 1e-9, so float-rounding "
+    "threshold": f"cosine threshold chosen on the fit split (cosines rounded to 1e-{SIM_DECIMALS}, so float-rounding "
                  "differences tie)",
     "fit_accuracy": "accuracy on the fit split at that threshold: in-sample, optimistic by construction, "
                     "not a result",
@@ -381,7 +381,8 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
                 if standardize == "batch" else None,
                 "threshold_grid": threshold_grid, "similarity_decimals": SIM_DECIMALS, "seed": seed,
                 "target_vector": "mean of is_target tokens",
-                "decision": "same sense iff cosine (rounded to 1e-9) > threshold (chosen on the fit split)",
+                "decision": f"same sense iff cosine (rounded to 1e-{SIM_DECIMALS}) > threshold (chosen on the "
+                            "fit split)",
                 "interval": "ci95_low/ci95_high: binomial normal approximation over the eval pairs, "
                             "acc +- 1.96 sqrt(acc (1 - acc) / n_pairs)"}
     write_results(out, "wic", rows, settings,
