@@ -57,7 +57,8 @@ class SourceInfo(BaseModel):
 
     path: str
     format: str
-    fingerprint: str               # blake2b over the source files' bytes
+    fingerprint: str               # blake2b over the source files' bytes (and the reader's options)
+    reader_version: int = 1        # of the format's reader (pipeline/readers), also in the fingerprint
     n_examples: int
     columns: list[str]
 

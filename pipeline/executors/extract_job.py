@@ -142,6 +142,7 @@ def prepare(spec: ExtractSpec) -> Prepared:
                                 padding_side=tokenizer.padding_side,
                                 model_max_length=min(int(tokenizer.model_max_length), 2**31 - 1)),
         source=SourceInfo(path=source.path, format=source.format, fingerprint=source.fingerprint,
+                          reader_version=source.reader_version,
                           n_examples=len(source.examples), columns=list(source.columns)),
         variant=spec.variant, keep=spec.keep, layers=layers, dtype=spec.dtype, chunk_rows=chunk_rows,
         codec=spec.codec, max_length=max_length, settings=settings,
@@ -293,8 +294,13 @@ def _config_difference(existing: dict, new: Manifest) -> str:
     old_settings = existing.get("settings", {})
     old_source = existing.get("source", {})
     if old_source.get("fingerprint") != new.source.fingerprint:
+        old_reader = old_source.get("reader_version", 1)  # manifests before the field: version 1
         if not _same_place(old_source.get("path"), new.source.path):
             what.append(f"source data: {old_source.get('path')} -> {new.source.path}")
+        elif old_reader != new.source.reader_version:
+            # The same bytes read differently (e.g. CoNLL-U '_' as null): resuming would mix the two.
+            what.append(f"the {new.source.format} reader changed since the store was written "
+                        f"(reader version {old_reader} -> {new.source.reader_version})")
         elif all(old_settings.get(k) == new.settings.get(k) for k in _SOURCE_SETTINGS):
             # The same path read the same way: only the files' bytes are left to differ.
             what.append(f"source data at {new.source.path} changed since the store was written")

@@ -101,6 +101,7 @@ class Source:
     format: str                 # text | wic | conllu
     columns: list[str]          # names of the source columns carried in Example.columns
     fingerprint: str            # blake2b of the source files' bytes (and reader options)
+    reader_version: int = 1     # bumped when a reader returns something else for the same bytes
 
     def __post_init__(self):
         if not isinstance(self.examples, CompactExamples):

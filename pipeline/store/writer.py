@@ -34,6 +34,9 @@ from schemas.manifest import CommitRecord, Manifest, ShardPlan, ShardRecord
 log = logging.getLogger(__name__)
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+# Casting rounds to nearest even: below 65520 (half a float16 step above 65504) a value rounds to
+# ±65504, from 65520 on it becomes inf. The check refuses exactly what the cast would turn into inf.
+FLOAT16_OVERFLOW = 65520.0
 
 
 def now_iso() -> str:
@@ -125,13 +128,13 @@ def check_range(values: np.ndarray, layers: list, dtype: np.dtype, what: str = "
 
 def check_peaks(peak: np.ndarray, layers: list, dtype: np.dtype, what: str = "layer") -> None:
     """check_range's verdict from each layer's largest |value| (computed on the GPU for a GPU block)."""
-    limit = FLOAT16_MAX if dtype == np.float16 else np.inf
-    if np.isfinite(peak).all() and (peak <= limit).all():
+    limit = FLOAT16_OVERFLOW if dtype == np.float16 else np.inf
+    if np.isfinite(peak).all() and (peak < limit).all():
         return
     bad = [layers[i] for i in range(len(peak)) if not np.isfinite(peak[i])]
     if bad:
         raise StoreError(f"non-finite values in {what} {bad}: the model produced inf/nan")
-    i = int(np.argmax(peak > limit))
+    i = int(np.argmax(peak >= limit))
     raise StoreError(
         f"{what} {layers[i]} has values up to {float(peak[i]):.4g}, outside float16's range (±65504): "
         "store this model with --dtype float32"

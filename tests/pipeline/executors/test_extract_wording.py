@@ -107,3 +107,18 @@ def test_the_same_source_spelled_differently_with_new_content_says_it_changed(ti
     write_jsonl(data, corpus[::-1])
     spelled = tmp_path / "." / data.name  # the same file: not "source data: A -> A'"
     assert refusal(tiny_gpt2, spelled, out).detail == f"source data at {spelled} changed since the store was written"
+
+
+def test_a_store_from_an_older_conllu_reader_says_the_reader_changed(tiny_gpt2, tmp_path, monkeypatch):
+    # Same bytes, same settings, a reader that now returns null where it returned '_': the refusal
+    # names the reader, not "source data changed" (the file did not).
+    from pipeline.readers import conllu
+
+    data = tmp_path / "x.conllu"
+    data.write_text("1\tHe\the\tPRON\t_\t_\t2\tnsubj\t_\t_\n2\truns\trun\tVERB\t_\t_\t0\troot\t_\t_\n\n")
+    out = tmp_path / "s.zarr"
+    monkeypatch.setattr(conllu, "READER_VERSION", 1)
+    extract(tiny_gpt2, data, out)
+    monkeypatch.setattr(conllu, "READER_VERSION", 2)
+    assert refusal(tiny_gpt2, data, out).detail == (
+        "the conllu reader changed since the store was written (reader version 1 -> 2)")

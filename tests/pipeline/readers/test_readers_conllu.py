@@ -120,6 +120,17 @@ def test_conllu_fingerprint_changes_when_one_byte_changes(tmp_path):
     assert read_source(p).fingerprint != fp
 
 
+def test_conllu_fingerprint_changes_with_the_reader_version(tmp_path, monkeypatch):
+    # A store half-written by a reader that read '_' as a label must not be resumed by one that
+    # reads it as null: the same bytes, different stored columns.
+    from pipeline.readers import conllu
+
+    p = write(tmp_path / "x.conllu", SENT1)
+    fp = read_source(p).fingerprint
+    monkeypatch.setattr(conllu, "READER_VERSION", conllu.READER_VERSION - 1)
+    assert read_source(p).fingerprint != fp
+
+
 @pytest.mark.skipif(not UD_DEV.is_file(), reason=f"real UD EWT dev file not found at {UD_DEV}")
 def test_real_ud_ewt_dev_reads_2001_well_formed_trees():
     src = read_source(UD_DEV)

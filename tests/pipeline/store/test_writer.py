@@ -137,13 +137,26 @@ def test_each_shard_writes_only_its_own_chunks(tmp_path):
     assert written == ["2", "3"]
 
 
-def test_float16_overflow_is_an_error_naming_the_layer(tmp_path):
+@pytest.mark.parametrize("peak", [65520.0, 1e6])
+def test_float16_overflow_is_an_error_naming_the_layer(tmp_path, peak):
     path, plan = _store(tmp_path, dtype="float16")
     values = np.zeros((3, 5, D), "float32")
-    values[2, 1, 3] = 1e6
+    values[2, 1, 3] = -peak
     with pytest.raises(StoreError, match="layer 2 .*float16"):
         _write(path, plan.shards[0], values, dtype="float16")
     assert not (tmp_path / "s.zarr" / layout.commit_record(0)).exists()
+
+
+def test_values_that_float16_rounds_to_its_maximum_are_stored(tmp_path):
+    # 65519 rounds to 65504 (the cast's own rounding, as for any value); only from 65520 on does
+    # the cast give inf, which the previous test refuses.
+    path, plan = _store(tmp_path, dtype="float16")
+    values = np.zeros((3, 5, D), "float32")
+    values[2, 1, :2] = [65519.0, -65510.0]
+    assert np.isfinite(values.astype("float16")).all()
+    _write(path, plan.shards[0], values, dtype="float16")
+    stored = zarr.open_group(path, mode="r")[layout.HIDDEN][2, 1, :2]
+    np.testing.assert_array_equal(stored, [65504, -65504])
 
 
 def test_non_finite_activations_are_refused(tmp_path):
