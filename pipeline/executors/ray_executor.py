@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from pipeline.errors import LayerprobeError
 from pipeline.executors.progress import Progress
-from pipeline.extract.forward import ShardExtractor, StoreTarget
+from pipeline.extract.forward import MAX_WRITE_THREADS, ShardExtractor, StoreTarget
 from pipeline.extract.heap import arena_env
 from schemas.job import ExtractSpec
 
@@ -111,10 +111,21 @@ def _worker_error(exc, what: str) -> LayerprobeError:
                            f"{_one_line(cause if isinstance(cause, BaseException) else exc)}")
 
 
+def gpu_worker_cpus(nodes: list[dict]) -> int:
+    """CPUs a GPU worker asks Ray for, and its writer's threads: the CPU share per GPU of the live
+    GPU node with the fewest cores per GPU (so a worker fits on every GPU node), at most
+    MAX_WRITE_THREADS. `nodes` is `ray.nodes()`."""
+    shares = [int(n["Resources"].get("CPU", 0) // n["Resources"]["GPU"])
+              for n in nodes if n.get("Alive") and n.get("Resources", {}).get("GPU")]
+    return max(1, min([MAX_WRITE_THREADS, *shares]))
+
+
 def _worker_resources(ray, workers: int | None) -> tuple[int, dict]:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
-        return (workers or gpus), {"num_gpus": 1, "num_cpus": 1}
+        # Ray counts the writer's threads: several GPU workers on a node then never take more
+        # cores than it has, and the CPUs the writer uses are not handed to other work.
+        return (workers or gpus), {"num_gpus": 1, "num_cpus": gpu_worker_cpus(ray.nodes())}
     cpus = int(ray.cluster_resources().get("CPU", 1))
     n = workers or 1
     # Split the CPUs between workers so torch threads don't oversubscribe the machine.
@@ -130,8 +141,8 @@ def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool,
 
     @ray.remote(max_restarts=2, max_task_retries=2)
     class ShardWorker(ShardExtractor):
-        def __init__(self, spec, target, threads):
-            super().__init__(spec, target)
+        def __init__(self, spec, target, threads, write_threads):
+            super().__init__(spec, target, write_threads=write_threads)
             if threads:
                 import torch
 
@@ -143,8 +154,9 @@ def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool,
     # Workers start with capped malloc arenas, as the CLI caps its own: it only works from process
     # start (pipeline/extract/heap.py).
     runtime_env = {"env_vars": arena_env()}
-    threads = resources["num_cpus"] if not resources["num_gpus"] else 0
-    actors = [ShardWorker.options(runtime_env=runtime_env, **resources).remote(spec, target, threads)
+    # A CPU worker's cores run torch (its writer takes 1 thread); a GPU worker's run its writer.
+    threads, write_threads = ((0, resources["num_cpus"]) if resources["num_gpus"] else (resources["num_cpus"], None))
+    actors = [ShardWorker.options(runtime_env=runtime_env, **resources).remote(spec, target, threads, write_threads)
               for _ in range(n_workers)]
     bar = Progress(sum(w[2] for w in work), len(work), progress)
     pending = deque(range(len(work)))

@@ -58,11 +58,17 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+# Beside a GPU, the writer's threads per worker: ~0.5 GB/s of float32 each here (benchmarks/README.md);
+# 8 are about what one GPU's share of a node's disk takes, and 8 GPUs x 8 fit usual GPU nodes' cores.
+MAX_WRITE_THREADS = 8
+
+
 class ShardExtractor:
-    def __init__(self, spec: ExtractSpec, target: StoreTarget):
+    def __init__(self, spec: ExtractSpec, target: StoreTarget, write_threads: int | None = None):
         self.spec = spec
         self.target = target
         self.model = None
+        self._gpu_write_threads = write_threads  # the Ray executor's CPU share per GPU; None: the cores here
 
     def setup(self) -> None:
         import torch
@@ -84,9 +90,9 @@ class ShardExtractor:
         self._pin = self.device.startswith("cuda")
         self._copy_stream = torch.cuda.Stream() if self._pin else None
         # Beside a CPU forward pass one writer thread (it takes cores from the forward); beside a GPU
-        # up to a thread per layer, at most 8 (~0.5 GB/s of float32 each here: 8 are about what one
-        # GPU's share of a node's disk takes; 8 GPUs x 8 threads fit the cores of usual GPU nodes).
-        self._write_threads = 1 if not self._pin else min(len(self.target.layers), 8, os.cpu_count() or 1)
+        # up to a thread per layer, within the worker's CPU share.
+        share = self._gpu_write_threads or min(MAX_WRITE_THREADS, os.cpu_count() or 1)
+        self._write_threads = 1 if not self._pin else min(len(self.target.layers), share)
         import transformers
 
         self.written_with = {  # recorded in each commit record: they move float rounding, not values
@@ -195,13 +201,12 @@ class ShardExtractor:
                                 dtype=hidden[0].dtype, device=hidden[0].device)
             for slot, L in enumerate(self.target.layers):
                 torch.index_select(hidden[L].reshape(-1, hidden[L].shape[-1]), 0, flat, out=block[slot])
+            if self._pin:  # GPU: range-check and cast on the device (the writer's CPU is the bound there)
+                peaks, block = peaks_and_cast(block, self.target.dtype)
         if not self._pin:
             return block, None, None
-        # GPU: range-check and cast on the device, then copy into pinned host memory on a side
-        # stream without blocking; the writer thread waits on the event, so the next batch's
-        # forward overlaps this copy and the disk write.
-        with torch.inference_mode():
-            peaks, block = peaks_and_cast(block, self.target.dtype)
+        # GPU: copy into pinned host memory on a side stream without blocking; the writer thread
+        # waits on the event, so the next batch's forward overlaps this copy and the disk write.
         host = torch.empty(block.shape, dtype=block.dtype, pin_memory=True)
         host_peaks = torch.empty(peaks.shape, dtype=peaks.dtype, pin_memory=True)
         self._copy_stream.wait_stream(torch.cuda.current_stream())

@@ -324,3 +324,21 @@ def test_inspect_shows_a_hand_edited_written_with_instead_of_crashing(small_stor
     manifest = open_store(out).manifest | {"written_with": {"batch_tokens": 4096}}
     zarr.open_group(str(out), mode="r+").attrs.put({"layerprobe": manifest})
     assert "batch_tokens 4096" in format_inspect(inspect_store(str(out)))
+
+
+def _node(cpus, gpus=0, alive=True):
+    return {"Alive": alive, "Resources": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}}
+
+
+@pytest.mark.parametrize("nodes, want", [
+    ([_node(16, 1)], 8),                         # capped at MAX_WRITE_THREADS
+    ([_node(32, 8)], 4),                         # a node's cores shared by its GPUs
+    ([_node(64), _node(8, 4)], 2),               # CPU-only nodes' cores are not a GPU worker's
+    ([_node(64, 2), _node(12, 4)], 3),           # the tightest GPU node decides: a worker fits on each
+    ([_node(4, 8)], 1),                          # at least one
+    ([_node(2, 4, alive=False), _node(16, 2)], 8),  # dead nodes are ignored
+])
+def test_a_gpu_worker_asks_ray_for_the_cpus_its_writer_uses_and_fits_every_gpu_node(nodes, want):
+    from pipeline.executors.ray_executor import gpu_worker_cpus
+
+    assert gpu_worker_cpus(nodes) == want
