@@ -330,12 +330,27 @@ def check_out_not_in_a_store(out: str) -> None:
         raise LayerprobeError(f"--out {out} is inside the store {outer}; choose an --out outside it")
 
 
+def check_out_reachable(out: str) -> None:
+    """An --out URL that cannot take writes (http) or cannot be reached (credentials, endpoint)
+    fails here in one line, before the data is read and planned."""
+    from pipeline.sharing.common import check_writable, store_errors
+
+    check_writable(out, "--out: cannot write a store to")
+    if is_url(out):
+        with store_errors(out, "reach --out"):
+            fs, base = url_to_fs(out)
+            fs.exists(base)
+
+
 def check_out(p: Prepared, overwrite: bool) -> dict | None:
     """Read-only: what is at --out, and whether this run may write there. Returns the existing
     store's manifest to resume, or None to create a new store (replacing an existing one under
     --overwrite). Nothing is deleted here, so every check can run before anything is."""
+    from pipeline.sharing.common import store_errors
+
     path = p.spec.out
-    existing = _existing_manifest(path)
+    with store_errors(path, "read --out"):
+        existing = _existing_manifest(path)
     if existing is None:
         # --overwrite replaces a store, never anything else: a folder of stores, the data, notes.
         raise OutTaken(f"--out {path} already exists and is not a layerprobe store; --overwrite only "
@@ -356,11 +371,14 @@ def open_or_create(p: Prepared, overwrite: bool) -> tuple[set, bool]:
     path = p.spec.out
     existing = check_out(p, overwrite)
     if existing is None:
-        fs, base = url_to_fs(path)
-        if fs.exists(base):  # a layerprobe store (check_out refused anything else), under --overwrite
-            fs.rm(base, recursive=True)
-        create_store(path, p.manifest, p.plan, d_model=p.manifest.model.d_model,
-                     vocab_size=p.manifest.model.vocab_size)
+        from pipeline.sharing.common import store_errors
+
+        with store_errors(path, "write to"):  # e.g. a bucket this run may read but not write
+            fs, base = url_to_fs(path)
+            if fs.exists(base):  # a layerprobe store (check_out refused anything else), under --overwrite
+                fs.rm(base, recursive=True)
+            create_store(path, p.manifest, p.plan, d_model=p.manifest.model.d_model,
+                         vocab_size=p.manifest.model.vocab_size)
         return set(), False
     # Same configuration: resume. Keep the original manifest (creation time, versions).
     p.manifest = Manifest.model_validate(existing)
@@ -436,6 +454,7 @@ def run_extract(spec: ExtractSpec, *, executor: str = "ray", workers: int | None
         raise LayerprobeError(f"--workers must be a whole number of at least 1, got {workers!r}")
     check_out_is_not_data(spec.out, spec.data)
     check_out_not_in_a_store(spec.out)
+    check_out_reachable(spec.out)
     p = prepare(spec)
     log.info(format_plan(p).splitlines()[0])
     trunc = dict(max_length=p.target.max_length, n_truncated=p.n_truncated, n_targets_lost=p.n_targets_lost)

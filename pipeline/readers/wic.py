@@ -7,6 +7,7 @@ for an unlabelled test split). Each pair becomes two Examples, side 0 then side 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pipeline.errors import LayerprobeError
@@ -18,6 +19,8 @@ SPLIT_ORDER = ("train", "dev", "test")
 DATA_SUFFIX = ".data.txt"
 GOLD_SUFFIX = ".gold.txt"
 COLUMNS = ["pair_id", "side", "label", "split", "lemma", "pos"]
+
+log = logging.getLogger(__name__)
 
 
 def _split_name(data_file: Path) -> str:
@@ -107,6 +110,10 @@ def _read_split(split: str, data_file: Path, out: CompactExamples) -> None:
                 raise LayerprobeError(f"{gold_file} line {n}: expected T or F, got {g!r}")
             labels.append(g == "T")
     else:
+        # An unlabelled split (WiC's test set) is legitimate, a misplaced gold file is not: say so
+        # now rather than when a probe finds no labels.
+        log.warning("WiC split %r: no %s beside %s; its pairs are stored without labels",
+                    split, gold_file.name, data_file.name)
         labels = [None] * len(lines)
 
     for n, line in enumerate(lines, 1):

@@ -51,9 +51,14 @@ def _copy(args) -> int:
     res = copy_store(args.src, args.dst, src_options=src_o, dst_options=dst_o, overwrite=args.overwrite)
     if not res.report.ok:
         _print_report(res.report, 20)
-        kept = "; the existing store there was left unchanged" if res.kept_existing else ""
-        print(f"layerprobe: error: copy to {args.dst} failed verification "
-              f"({len(res.report.problems)} problem(s)){kept}", file=sys.stderr)
+        after = ("the existing store there was left unchanged" if res.kept_existing else
+                 "the damaged copy was removed" if res.removed_copy else "")
+        if res.source_damaged:
+            head = (f"the source {args.src} is damaged ({len(res.report.problems)} problem(s) above; "
+                    f"`layerprobe validate {args.src}` lists them): a copy cannot repair it")
+        else:
+            head = f"copy to {args.dst} failed verification ({len(res.report.problems)} problem(s))"
+        print(f"layerprobe: error: {head}{'; ' + after if after else ''}", file=sys.stderr)
         return 1
     print(f"copied {res.n_keys} keys ({res.n_bytes:,} bytes) {args.src} -> {args.dst}; verified: "
           f"{res.report.summary()}")

@@ -30,6 +30,14 @@ def is_local(path: str) -> bool:
     return protocol_of(path) in LOCAL_PROTOCOLS
 
 
+def check_writable(path: str, what: str) -> None:
+    """Refuse a destination fsspec can only read (http/https: no writes, no deletes), before
+    anything is read, planned or deleted."""
+    if protocol_of(path) in ("http", "https"):
+        raise StoreError(f"{what} {path}: http(s) URLs are read-only; write to a local path or an object "
+                         "store (s3://, gs://, ...) and serve that")
+
+
 # Spellings fsspec accepts for one and the same backend: s3a://b/x and s3://b/x are one object.
 _PROTOCOL_ALIASES = {"local": "file", "s3a": "s3", "gcs": "gs", "https": "http"}
 

@@ -4,7 +4,9 @@ manifest last (an interrupted copy never looks complete), then `validate` on the
 DST must not be SRC, inside it or contain it. An existing DST is replaced only with --overwrite and
 only if it is a layerprobe store (or an interrupted copy of one); anything else is refused, never
 deleted. A local DST being replaced stays until the new copy is written and verified beside it;
-a remote one is deleted once the source has been opened and checked, then written."""
+a remote one is deleted only once the source has been validated (checksums included), then written.
+A copy that fails validation is removed (the destination held nothing, or a store this copy already
+deleted), and the source is validated to say whose damage it is."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import StoreError
-from pipeline.sharing.common import (chunk_key, fs_for, is_local, open_store_checked, overlap,
+from pipeline.sharing.common import (check_writable, chunk_key, fs_for, is_local, open_store_checked, overlap,
                                      protocol_of, read_array_meta, read_bytes, safe_join, store_errors)
 from pipeline.sharing.validate import ValidationReport, validate_store
 from pipeline.store import layout
@@ -36,8 +38,10 @@ class CopyResult:
     dst: str
     n_keys: int
     n_bytes: int
-    report: ValidationReport
-    kept_existing: bool = False  # verification failed and the store at dst was left as it was
+    report: ValidationReport        # the copy's validation; the source's when source_damaged
+    kept_existing: bool = False     # verification failed and the store at dst was left as it was
+    source_damaged: bool = False    # the problems are the source's own (validate SRC finds them)
+    removed_copy: bool = False      # the failed copy was deleted (dst held nothing of value before)
 
 
 def expected_keys(st) -> list[str]:
@@ -127,6 +131,7 @@ def _check_source_keys(src: str, keys: list[str], listed: set[str] | None) -> No
 
 def copy_store(src: str, dst: str, *, src_options: dict | None = None, dst_options: dict | None = None,
                overwrite: bool = False, progress=None) -> CopyResult:
+    check_writable(dst, "copy: cannot write to")
     rel = overlap(src, dst)
     if rel == "is":
         raise StoreError(f"copy: source and destination are the same ({src})")
@@ -162,7 +167,15 @@ def copy_store(src: str, dst: str, *, src_options: dict | None = None, dst_optio
     # A local store being replaced stays in place until the new copy is written and verified beside
     # it; object stores have no cheap rename, so there the old store is deleted first.
     staging = f"{dbase}.tmp-copy-{uuid.uuid4().hex[:8]}" if existing and local_dst else None
+    source_checked = False
     if existing and not staging:
+        # Deleting cannot be undone: the source's own checksums are verified first, so a damaged
+        # source never costs the destination a good store (a full read; only on this path).
+        src_report = validate_store(src, src_options)
+        if not src_report.ok:
+            return CopyResult(src=src, dst=dst, n_keys=len(keys), n_bytes=0, report=src_report,
+                              kept_existing=True, source_damaged=True)
+        source_checked = True
         log.info("removing existing %s", dst)
         with store_errors(dst, "write to"):
             dfs.rm(dbase, recursive=True)
@@ -172,16 +185,27 @@ def copy_store(src: str, dst: str, *, src_options: dict | None = None, dst_optio
         report = validate_store(staging or dst, dst_options)
         if staging:
             report.path = dst
-            if not report.ok:  # keep the old store rather than swap in a damaged copy
-                return CopyResult(src=src, dst=dst, n_keys=len(keys), n_bytes=n_bytes, report=report,
-                                  kept_existing=True)
+        if report.ok:
+            if staging:
+                with store_errors(dst, "write to"):
+                    _swap_in(staging, dbase)
+                staging = None
+            return CopyResult(src=src, dst=dst, n_keys=len(keys), n_bytes=n_bytes, report=report)
+        # Whose damage is it? A source that fails validation too is the answer (its report is shown:
+        # retrying the copy would not help); else the transfer or the destination.
+        src_report = None if source_checked else validate_store(src, src_options)
+        damaged = src_report is not None and not src_report.ok
+        removed = False
+        if not staging:  # dst held nothing, or a store this copy already deleted: only our bytes
             with store_errors(dst, "write to"):
-                _swap_in(staging, dbase)
-            staging = None
+                dfs.rm(dbase, recursive=True)
+            removed = True
+        return CopyResult(src=src, dst=dst, n_keys=len(keys), n_bytes=n_bytes,
+                          report=src_report if damaged else report, kept_existing=bool(staging),
+                          source_damaged=damaged, removed_copy=removed)
     finally:
-        if staging:
+        if staging:  # kept: the old store stays, the staged copy goes
             shutil.rmtree(staging, ignore_errors=True)
-    return CopyResult(src=src, dst=dst, n_keys=len(keys), n_bytes=n_bytes, report=report)
 
 
 def _swap_in(staging: str, dbase: str) -> None:

@@ -149,6 +149,11 @@ def export_layer(store: str, layer: int | str, out: str, *, rows: str = "all", o
     if rows not in ("all", "targets"):
         raise StoreError(f"--rows must be 'all' or 'targets', not {rows!r}")
     out_s = str(out)
+    if not is_local(out_s):
+        raise LayerprobeError(f"export: --to {out_s} is a URL; export writes a local file or directory: "
+                              "export here, then upload the result")
+    if "://" in out_s:  # file:// or local://: a local path
+        out_s = out_s.split("://", 1)[1]
     _check_not_the_store(str(store), out_s)  # first: the most important refusal to explain
     kind = output_kind(out_s)
     if kind == "dataset":  # "d/" names the directory d: check and replace d itself

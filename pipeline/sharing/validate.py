@@ -190,7 +190,7 @@ def _check_chunks(fs, base, meta, array, rec, li, layer_label, row_start, n_rows
         except StoreError:
             raise
         except Exception as exc:  # corrupt compressed data: a finding, not a crash
-            rep.add(where, f"chunk {_rows(r0, r1)} corrupt (cannot decode: {type(exc).__name__})")
+            rep.add(where, f"chunk {_rows(r0, r1)} corrupt (cannot decode: {type(exc).__name__}: {exc})")
             continue
         valid = min(cr, max(0, n_valid_rows - (r0 - row_start)))
         if k < len(crcs) and chunk_crc32(decoded, valid if valid < cr else None) != crcs[k]:
@@ -287,7 +287,7 @@ def validate_store(path: str, storage_options: dict | None = None, *, check_stat
                 _check_chunks(fs, base, smeta, layout.STATIC, rec, 0, None, 0, vocab, vocab, rep,
                               lambda L: "static embeddings")
         if missing_commits and st.manifest.get("complete"):
-            rep.add("manifest", f"says complete but {missing_commits} commit record(s) are missing")
+            rep.add("manifest", f"says complete but {missing_commits} commit record(s) are missing or unreadable")
         # The manifest's summary of how shards were written must be the records' (stores from before
         # 2026-11-25 have neither).
         summary = st.manifest.get("written_with")

@@ -105,15 +105,21 @@ class Store:
             raise StoreError(f"{path}: invalid {layout.PLAN} ({str(exc).splitlines()[0]})") from None
         # The commit records decide what is visible, never the manifest's `complete` flag alone: a
         # record deleted (or never copied) after completion hides its shard here as everywhere.
-        self.committed = committed_ids(self._fs, self._base, [s.shard_id for s in self.plan.shards])
+        # The static table has its own record ("complete" covers it too); without it the table may
+        # be unwritten, i.e. zeros.
+        self.committed = committed_ids(self._fs, self._base, [s.shard_id for s in self.plan.shards] + ["static"])
+        self.static_committed = "static" in self.committed
+        self.committed.discard("static")
         missing = [s.shard_id for s in self.plan.shards if s.shard_id not in self.committed]
-        if missing and not allow_incomplete:
+        if (missing or not self.static_committed) and not allow_incomplete:
+            what = [f"{len(missing)} of {len(self.plan.shards)} shards"] if missing else []
+            what += [] if self.static_committed else ["the static embeddings"]
             raise StoreError(
-                f"store {path} is incomplete: {len(missing)} of {len(self.plan.shards)} shards not "
-                "committed (extraction still running or interrupted; re-run the same extract command "
-                "to resume). Refusing to return numbers from partial data."
+                f"store {path} is incomplete: {' and '.join(what)} not committed (extraction still "
+                "running or interrupted; re-run the same extract command to resume). Refusing to "
+                "return numbers from partial data."
             )
-        self.complete = not missing
+        self.complete = not missing and self.static_committed
 
     def _inside_a_store(self) -> StoreError | None:
         outer = store_around(self.path)
@@ -294,6 +300,9 @@ class Store:
 
     def static_embeddings(self, token_ids=None) -> np.ndarray:
         """The input-embedding table [vocab, d_model], or its rows for `token_ids` (only their chunks read)."""
+        if not self.static_committed:  # even with allow_incomplete: its rows would be fill values
+            raise StoreError(f"store {self.path}: the static embeddings are not committed (re-run the same "
+                             "extract command to write them)")
         arr = self._root[layout.STATIC]
         if token_ids is None:
             return arr[:]

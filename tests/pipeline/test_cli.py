@@ -170,6 +170,24 @@ def test_an_unwritable_out_is_one_line_naming_the_path(tiny_gpt2, jsonl, capsys)
     assert "/proc/x.zarr" in line
 
 
+def test_an_http_out_is_refused_before_the_data_is_read(tiny_gpt2, tmp_path, capsys):
+    # http(s) takes no writes; the refusal comes before reading (here: a data file that is missing).
+    assert main(extract(tiny_gpt2, tmp_path / "missing.jsonl", "http://127.0.0.1:9/s.zarr")) == 2
+    assert "--out: cannot write a store to http://127.0.0.1:9/s.zarr: http(s) URLs are read-only" in one_error_line(capsys)
+
+
+def test_an_unreachable_object_store_out_is_one_line(tiny_gpt2, jsonl, capsys, monkeypatch):
+    # No credentials anywhere: botocore's NoCredentialsError becomes one line naming --out.
+    pytest.importorskip("s3fs")
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert main(extract(tiny_gpt2, jsonl, "s3://layerprobe-no-such-bucket/s.zarr")) == 2
+    assert "cannot reach --out s3://layerprobe-no-such-bucket/s.zarr" in one_error_line(capsys)
+
+
 def test_truncation_is_warned_at_planning_and_reported_in_the_summary(tiny_gpt2, tmp_path, capsys, caplog):
     long = " ".join(["word"] * 200) + " cat"
     data = tmp_path / "long.jsonl"

@@ -62,9 +62,11 @@ def test_wic_accepts_split_directory_and_single_data_file(tmp_path):
     assert len(from_file.examples) == 6 and from_file.examples[0].columns["split"] == "dev"
 
 
-def test_wic_without_gold_file_has_no_labels(tmp_path):
+def test_wic_without_gold_file_has_no_labels_and_says_so(tmp_path, caplog):
     root = make_wic(tmp_path / "wic", splits=("test",), gold=False)
-    assert {e.columns["label"] for e in read_source(root).examples} == {None}
+    with caplog.at_level("WARNING", logger="pipeline.readers.wic"):
+        assert {e.columns["label"] for e in read_source(root).examples} == {None}
+    assert "WiC split 'test': no test.gold.txt beside test.data.txt" in caplog.text
 
 
 @pytest.mark.parametrize("limit,kept", [(1, 2), (2, 2), (3, 4), (5, 6), (100, 12)])

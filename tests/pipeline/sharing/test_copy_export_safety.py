@@ -153,7 +153,56 @@ def test_copy_to_s3_keeps_the_destination_when_the_source_is_missing_files(built
     assert main(["validate", s3, *so]) == 0
 
 
+def _flip_last_byte(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+
+
+def test_copy_overwrite_to_s3_keeps_the_destination_when_the_source_is_damaged(built_store, store, s3_bucket,
+                                                                              s3_endpoint, capsys):
+    # An object store has no rename: its old store is deleted before the copy is written. A source
+    # whose files are all there but whose bytes are damaged must be caught before that delete.
+    s3 = f"s3://{s3_bucket}/x.zarr"
+    so = ["--storage-option", f"endpoint_url={s3_endpoint}"]
+    assert main(["copy", str(built_store), s3, *so]) == 0
+    capsys.readouterr()
+    _flip_last_byte(store / "hidden_states" / "c" / "1" / "2" / "0")
+    assert main(["copy", str(store), s3, *so, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert f"the source {store} is damaged" in err and "left unchanged" in err
+    assert main(["validate", s3, *so]) == 0
+
+
+def test_a_copy_of_a_damaged_source_blames_the_source_and_leaves_no_copy(store, tmp_path, capsys):
+    _flip_last_byte(store / "hidden_states" / "c" / "1" / "2" / "0")
+    dst = tmp_path / "new.zarr"
+    assert main(["copy", str(store), str(dst)]) == 1
+    out, err = capsys.readouterr()
+    assert "checksum mismatch" in out and f"{store}: 3/3 shards committed" in out  # the source's report
+    assert f"the source {store} is damaged" in err and "the damaged copy was removed" in err
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/x.zarr", "https://example.org/x.zarr"])
+def test_copy_to_an_http_url_is_refused_before_anything_is_read(built_store, url, capsys):
+    rc = main(["copy", str(built_store), url, "--overwrite"])
+    assert "http(s) URLs are read-only" in _one_line_error(capsys, 2, rc)
+
+
 # -- export: where --to may be ---------------------------------------------------------------------------
+def test_export_to_a_url_is_refused_and_creates_nothing_locally(built_store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["export", str(built_store), "--layer", "1", "--to", "http://127.0.0.1:9/e.parquet"])
+    assert "is a URL; export writes a local file" in _one_line_error(capsys, 2, rc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_to_a_file_url_writes_that_path(built_store, tmp_path):
+    out = tmp_path / "e.parquet"
+    assert main(["export", str(built_store), "--layer", "1", "--to", f"file://{out}"]) == 0
+    assert pq.read_table(out).num_rows > 0
+
+
 def test_export_refuses_the_store_its_parent_and_paths_inside_it(built_store, tmp_path, capsys):
     r2 = tmp_path / "r2"
     shutil.copytree(built_store, r2 / "a.zarr")
