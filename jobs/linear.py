@@ -23,7 +23,8 @@ import numpy as np
 
 from jobs.baselines import majority_accuracy
 from jobs.results import Series, prepare_out_dir, write_results
-from jobs.splits import example_splits, parse_selector_list, select_fit_eval, split_names
+from jobs.splits import (check_eval_splits_exist, example_splits, parse_selector_list, select_fit_eval,
+                         split_names)
 from jobs.storeio import model_info, resolve_store, store_location
 from jobs.words import mean_pool_matrix, word_pooling
 from jobs.zscore import fit_zscore
@@ -209,6 +210,7 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
         has_words = np.bincount(grp, minlength=len(ex_ids)) > 0
 
     unit = "sentences" if word_level else "examples"
+    check_eval_splits_exist(splits, fit, evals)
     fit_units, eval_units = select_fit_eval(splits, fit, evals, unit=unit)
 
     def items(units: np.ndarray) -> tuple[Items, int]:

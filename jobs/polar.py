@@ -26,7 +26,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 
 from jobs.baselines import majority
 from jobs.results import Series, prepare_out_dir, write_results
-from jobs.splits import check_disjoint, example_splits, parse_selector_list, select_units
+from jobs.splits import check_disjoint, check_eval_splits_exist, example_splits, parse_selector_list, select_units
 from jobs.storeio import model_info, resolve_store, store_location
 from jobs.words import word_pooling
 from jobs.zscore import fit_zscore
@@ -729,6 +729,7 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
     ordered_ids = ex_ids[order]
     ex_splits = example_splits(s.examples)
     splits = [ex_splits[i] for i in order]
+    check_eval_splits_exist(splits, fit, evals)
     check_disjoint(splits, fit, evals, unit="sentences")   # before any pooling or training
     pooling, info = load_trees(s, relations)
     has_upos = "upos" in s.examples.column_names

@@ -168,6 +168,23 @@ def default_evals(available: Sequence[str], fit: str,
     return [a for a in preferred if a in avail] + sorted(a for a in avail if a not in preferred)
 
 
+def check_eval_splits_exist(unit_splits: Sequence[str | None], fit: str, evals: Sequence[str]) -> None:
+    """Refuse an eval selection naming a split the store lacks, saying what to pass instead (polar
+    and linear default to --eval test, which e.g. the bundled dev-only treebank sample has not)."""
+    available = sorted({str(s) for s in unit_splits if s is not None})
+    def absent(sel: str) -> list[str]:
+        return [n for n in split_names(sel) if n not in available and n != "all"]
+
+    missing = [n for sel in evals for n in absent(sel)]
+    if not missing or not available or absent(fit):
+        return  # select_units says it: use 'all' (no split column), or the fit split is unknown
+    others = default_evals(available, fit)
+    name = split_names(fit)[0]
+    hint = f"--eval {','.join(others)}" if others else f"--fit '{name}[:80%]' --eval '{name}[80%:]'"
+    raise LayerprobeError(f"no {missing[0]!r} split to evaluate on; the store has: {', '.join(available)}; "
+                          f"pass e.g. {hint}")
+
+
 def check_disjoint(unit_splits: Sequence[str | None], fit: str, evals: Sequence[str],
                    unit: str = "units") -> None:
     """Raise LayerprobeError if any eval selector picks a unit that the fit selector picks.

@@ -50,6 +50,9 @@ COLUMN_GLOSSARY = {
     "n_pairs": "pairs of the split scored (pairs without their target are left out, see excluded_pairs)",
     "constant": "true when this row's target vectors are identical for every pair: all cosines are equal "
                 "and the row predicts one class for every pair (a constant predictor, not a measurement)",
+    "one_class": "true when the threshold chosen on the fit split puts every fit pair in one class: no "
+                 "cosine threshold beat the fit split's majority class, so the row is (close to) a constant "
+                 "predictor whose accuracy is about the eval split's majority share",
 }
 
 
@@ -330,6 +333,7 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
             notes["static"] = "mean of the input-embedding rows of the is_target tokens"
     eval_balance = {sel: class_balance(y) for sel, _, y in eval_sets}
     constant_rows: list = []
+    one_class_rows: list = []  # constant rows are among them
 
     def score(layer, vecs, ga, gb) -> None:
         used = np.concatenate([ga[fit_idx], gb[fit_idx], *(g[idx] for _, idx, _ in eval_sets for g in (ga, gb))])
@@ -348,13 +352,18 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
                 a, b = zscore_batches(a, b)
             return cosine(a, b)
 
-        thr, fit_acc = best_threshold(similarities(fit_idx), y_fit, threshold_grid)
+        fit_sims = similarities(fit_idx)
+        thr, fit_acc = best_threshold(fit_sims, y_fit, threshold_grid)
+        above = tied(fit_sims) > thr
+        one_class = bool(above.all() or not above.any())
+        if one_class:
+            one_class_rows.append(layer)
         for sel, idx, y in eval_sets:
             acc = accuracy_at(similarities(idx), y, thr)
             lo, hi = binomial_ci95(acc, len(idx))
             rows.append({"layer": layer, "split": sel, "accuracy": acc, "ci95_low": lo, "ci95_high": hi,
                          "threshold": thr, "fit_accuracy": fit_acc, "n_pairs": int(len(idx)),
-                         "constant": constant})
+                         "constant": constant, "one_class": one_class})
 
     rows: list[dict] = []
     if static_src is not None:
@@ -373,6 +382,15 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
             "on a 50/50 fit split); its accuracy "
             "is that class's share of the eval split, not a measurement of the layer")
         plot_note += f"; {names}: constant predictor (identical target vectors)"
+    one_class_only = [L for L in one_class_rows if L not in constant_rows]
+    if one_class_only:
+        names = ", ".join("static" if L == "static" else str(L) for L in one_class_only)
+        notes["one_class_rows"] = (
+            f"{names}: the best threshold on the fit split puts every fit pair in one class (no cosine "
+            "threshold beat the fit split's majority class), so these rows predict (nearly) one class")
+        plot_note += f"; one class predicted at {names}"
+    if static and static_src is None and "static" in notes and echo:
+        print(f"static row: {notes['static']}")
     settings = {"store": store_location(store, s), "fit": fit, "eval": evals, "standardize": standardize,
                 "batch_pairs": BATCH_PAIRS if standardize == "batch" else None,
                 "batching": (f"consecutive batches of {BATCH_PAIRS} pairs in selection order (a final batch "

@@ -22,27 +22,37 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
                    help="a .jsonl/.csv/.parquet file, a WiC directory or CoNLL-U file(s) "
                         "(default: the bundled WiC sample)")
     p.add_argument("--out", default=None, help="store to write (default: runs/default.zarr)")
-    p.add_argument("--format", default="auto", choices=["auto", "text", "wic", "conllu"])
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--format", default="auto", choices=["auto", "text", "wic", "conllu"],
+                   help="source format (auto: from the path: a WiC directory, .conllu, else text)")
+    p.add_argument("--text-column", default="text", help="text column of a .jsonl/.csv/.parquet source")
     p.add_argument("--words-column", default=None, help="a list-of-words column (pre-split text)")
     p.add_argument("--layers", default="all", help="'all' or comma-separated hidden_states indices (0 = embeddings)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored dtype")
     p.add_argument("--model-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="dtype of the forward pass (auto = float32)")
-    p.add_argument("--variant", default="base", choices=["base", "repeat", "prompt"])
-    p.add_argument("--keep", default="all", choices=["all", "targets"])
+    p.add_argument("--variant", default="base", choices=["base", "repeat", "prompt"],
+                   help="input: the sentence (base), the sentence twice with words and target from "
+                        "the second copy (repeat), or a prompt ending on the target's meaning, its last "
+                        "token kept (prompt); see README")
+    p.add_argument("--keep", default="all", choices=["all", "targets"],
+                   help="store every token, or only the target word's tokens")
     p.add_argument("--batch-tokens", type=int, default=None,
                    help=f"tokens per forward pass, padding included (default {DEFAULT_BATCH_TOKENS})")
-    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per example, longer ones are cut and reported (default: the model's limit)")
     p.add_argument("--shard-tokens", type=int, default=None,
                    help="input tokens per shard, the unit of work, commit and resume "
                         f"(default {DEFAULT_SHARD_TOKENS})")
-    p.add_argument("--chunk-rows", type=int, default=None)
-    p.add_argument("--codec", default="blosc-lz4", choices=["blosc-lz4", "zstd", "none"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--padding-side", default="auto", choices=["auto", "left", "right"])
-    p.add_argument("--limit", type=int, default=None, help="only the first N examples")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--chunk-rows", type=int, default=None,
+                   help="token rows per Zarr chunk (default: ~4 MiB of one layer)")
+    p.add_argument("--codec", default="blosc-lz4", choices=["blosc-lz4", "zstd", "none"],
+                   help="chunk compression (lossless; blosc-lz4 is bit-shuffled lz4)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if torch sees one")
+    p.add_argument("--padding-side", default="auto", choices=["auto", "left", "right"],
+                   help="batch padding side (auto: the tokenizer's); stored values do not depend on it")
+    p.add_argument("--limit", type=int, default=None,
+                   help="only the first N examples (WiC: the first N/2 pairs, rounded up to whole pairs)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run a model's own Python code (its config asks)")
     p.add_argument("--allow-pickle", action="store_true", help="allow non-safetensors checkpoints")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the layerprobe store at --out (never anything that is not one)")
@@ -51,7 +61,7 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", default="ray", choices=["ray", "local"],
                    help="local runs in-process without Ray")
     p.add_argument("--dry-run", action="store_true", help="print the shard plan and size estimate, write nothing")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _extract(args) -> int:
@@ -115,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="a batch job: models x datasets x variants, then probes")
     p.add_argument("job", help="job spec (YAML)")
-    p.add_argument("--ray-address", default=None)
-    p.add_argument("--executor", default="ray", choices=["ray", "local"])
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (auto, ray://host:port)")
+    p.add_argument("--executor", default="ray", choices=["ray", "local"], help="local runs in-process without Ray")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
     from jobs.cli import add_probe_parsers

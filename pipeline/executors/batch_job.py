@@ -8,6 +8,7 @@ import codecs
 import importlib
 import inspect
 import logging
+import re
 import typing
 from pathlib import Path
 
@@ -242,7 +243,7 @@ def run_batch_job(job_path: str, *, ray_address: str | None = None, executor: st
         out = store_path(job, model, dataset, variant)
         try:
             spec = ExtractSpec(
-                model=_resolve(model, base_dir), data=_resolve(dataset, base_dir), out=out, variant=variant,
+                model=_resolve(model, base_dir), data=_resolve_data(dataset, base_dir), out=out, variant=variant,
                 layers=job.layers, dtype=job.dtype, keep=job.keep, format=job.format,
                 text_column=job.text_column, batch_tokens=job.batch_tokens, shard_tokens=job.shard_tokens,
                 max_length=job.max_length, model_dtype=job.model_dtype, device=job.device, codec=job.codec,
@@ -279,7 +280,17 @@ def _resolve(path: str, base_dir: Path) -> str:
     if path == "default" or Path(path).is_absolute() or Path(path).exists():
         return path
     candidate = base_dir / path
-    return str(candidate) if candidate.exists() else path
+    return str(candidate.resolve()) if candidate.exists() else path
+
+
+def _resolve_data(path: str, base_dir: Path) -> str:
+    """A dataset path as _resolve finds it; one that is in neither place names both."""
+    found = _resolve(path, base_dir)
+    if found == path and not Path(path).exists():
+        raise LayerprobeError(f"dataset {path!r} not found: neither {Path.cwd() / path} nor {base_dir / path} "
+                              "exists (relative dataset paths are looked up from the current directory, "
+                              "then from the job file's folder)")
+    return found
 
 
 def _for_run(exc: OutTaken, out: str) -> StoreError:
@@ -303,4 +314,16 @@ def _run_probe(probe, store: str, out_dir: str) -> None:
     # Called directly, not through jobs.cli.run_probe_by_name: that turns every TypeError into a
     # "bad option" message, hiding real bugs; the options were already checked by load_job, so a
     # TypeError here is a bug and keeps its traceback.
-    probe_function(probe.name)(store=store, out=out_dir, **probe.options)
+    try:
+        probe_function(probe.name)(store=store, out=out_dir, **probe.options)
+    except LayerprobeError as exc:
+        # A probe's advice names its CLI flags (pass --eval ...); a job sets them as options.
+        raise LayerprobeError(_flags_as_options(str(exc), probe.name)) from None
+
+
+def _flags_as_options(message: str, probe: str) -> str:
+    """'pass --eval, e.g. --fit X --eval Y' -> 'set the eval option, e.g. fit: X, eval: Y' for a job's probe."""
+    message = message.replace("pass e.g. --", "set e.g. --")
+    message = re.sub(r"\bpass --([a-z][a-z-]*)", lambda m: f"set the {probe} probe's {m.group(1).replace('-', '_')} option",
+                     message)
+    return re.sub(r"--([a-z][a-z-]*) ", lambda m: f"{m.group(1).replace('-', '_')}: ", message)

@@ -129,8 +129,8 @@ def _hub_error(ref: ModelRef, exc: Exception) -> LayerprobeError:
     how = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face hub could not be reached"
     return LayerprobeError(
         f"model {ref.name!r} is not a local path and is not in the local Hugging Face cache, and {how}: "
-        f"download it where the network is available (huggingface-cli download {ref.name}) and pass "
-        f"its directory with --model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        f"download it where the network is available (hf download {ref.name} --local-dir DIR) and "
+        f"pass DIR with --model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
     )
 
 

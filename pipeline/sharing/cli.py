@@ -96,15 +96,15 @@ def add_sharing_parsers(sub) -> None:
     p.set_defaults(func=_inspect)
 
     p = sub.add_parser("validate", help="re-hash every chunk and table against the commit records")
-    p.add_argument("store")
+    p.add_argument("store", help="store path or URL (file://, http(s)://, s3://)")
     p.add_argument("--skip-static", action="store_true", help="don't check the static embeddings")
     p.add_argument("--max-problems", type=int, default=50, help="problems to print (all are counted)")
     so(p)
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("copy", help="copy a store between local paths and URLs, then validate the copy")
-    p.add_argument("src")
-    p.add_argument("dst")
+    p.add_argument("src", help="store path or URL to copy")
+    p.add_argument("dst", help="local path or object store URL (s3://, gs://, ...) to copy to")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing layerprobe store at DST (anything else there is refused)")
     so(p)
@@ -115,7 +115,7 @@ def add_sharing_parsers(sub) -> None:
     p.set_defaults(func=_copy)
 
     p = sub.add_parser("export", help="one layer's vectors + token metadata -> Parquet or a datasets dir")
-    p.add_argument("store")
+    p.add_argument("store", help="store path or URL (file://, http(s)://, s3://)")
     p.add_argument("--layer", type=_export_layer_arg, required=True,
                    help="HF hidden_states index (0 = embeddings), or 'static': each token's row of "
                         "static_embeddings (the input-embedding table), as the probes' layer 'static'")

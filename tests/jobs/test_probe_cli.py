@@ -52,6 +52,9 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, real_ud, capsys):
     assert main(["probe", "linear", "--store", real_ud, "--label", "upos", "--fit", "train",
                  "--out", str(tmp_path)]) == 2
     assert "unknown split 'train'" in capsys.readouterr().err
+    # the defaults (--fit dev --eval test) on a dev-only store: what to pass instead
+    assert main(["probe", "polar", "--store", real_ud, "--out", str(tmp_path)]) == 2
+    assert "no 'test' split to evaluate on; the store has: dev; pass e.g. --fit 'dev[:80%]'" in capsys.readouterr().err
     assert main(["probe", "wic", "--store", str(tmp_path / "missing.zarr"), "--out", str(tmp_path)]) == 2
 
 

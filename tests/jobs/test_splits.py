@@ -34,6 +34,19 @@ def test_unknown_split_error_lists_available_splits():
         select_units(UNITS, "validation")
 
 
+def test_a_missing_eval_split_says_what_to_pass_instead():
+    from jobs.splits import check_eval_splits_exist
+
+    dev_only = ["dev"] * 5
+    with pytest.raises(LayerprobeError, match=r"no 'test' split to evaluate on; the store has: dev; "
+                                              r"pass e\.g\. --fit 'dev\[:80%\]' --eval 'dev\[80%:\]'"):
+        check_eval_splits_exist(dev_only, "dev", ["test"])
+    with pytest.raises(LayerprobeError, match=r"the store has: dev, train; pass e\.g\. --eval train"):
+        check_eval_splits_exist(["dev", "train"], "dev", ["test"])
+    check_eval_splits_exist(dev_only, "dev[:80%]", ["dev[80%:]"])  # present: nothing to say
+    check_eval_splits_exist(dev_only, "train", ["test"])  # the unknown fit split is select_units' to name
+
+
 def test_store_without_split_column_accepts_all_only():
     assert select_units([None] * 4, "all[:50%]").tolist() == [0, 1]
     with pytest.raises(LayerprobeError, match="no split column"):

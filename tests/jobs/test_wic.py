@@ -301,6 +301,27 @@ def test_wic_layers_with_varying_target_vectors_are_not_constant(tmp_path):
     assert "constant_rows" not in doc and "identical" not in doc["layer_0"]
 
 
+def test_wic_flags_a_row_whose_fit_threshold_predicts_one_class(tmp_path, monkeypatch):
+    # The fake store's static row: both sides of every pair are the same word, so every cosine is 1
+    # and the threshold lands above them all (vectors differ across pairs: not 'constant'). The
+    # layers carry signal: their thresholds split the fit pairs.
+    seen = _spy_plot(monkeypatch)
+    rows = run_wic(store=make_wic_store(variant="base"), out=tmp_path, echo=False)
+    assert {r["layer"] for r in rows if r["one_class"]} == {"static"}
+    assert not any(r["constant"] for r in rows)
+    doc = json.loads((tmp_path / "wic.json").read_text())
+    assert doc["one_class_rows"].startswith("static: the best threshold on the fit split puts every fit pair")
+    assert "one class predicted at static" in seen["note"]
+    assert "one_class" in doc["column_glossary"]
+
+
+def test_wic_constant_rows_are_one_class_and_noted_once(tmp_path):
+    s = _identical_layer_0_targets(make_wic_store(variant="prompt", static_signal=True))
+    rows = run_wic(store=s, out=tmp_path, echo=False)
+    assert all(r["one_class"] for r in rows if r["constant"])
+    assert "0" not in json.loads((tmp_path / "wic.json").read_text()).get("one_class_rows", "").split(":")[0]
+
+
 def test_wic_json_explains_every_column(tmp_path, wic_store):
     run_wic(store=wic_store, out=tmp_path, eval="dev", echo=False)
     doc = json.loads((tmp_path / "wic.json").read_text())

@@ -202,6 +202,27 @@ def test_the_example_job_is_valid_with_its_probe_options(monkeypatch):
     assert [p.name for p in job.probes] == ["wic", "polar"]
 
 
+def test_the_example_jobs_datasets_are_found_from_any_directory(tmp_path, monkeypatch):
+    from pipeline.executors.batch_job import _resolve_data
+
+    job_file = ROOT / "examples" / "job.yaml"
+    for cwd in (ROOT, tmp_path):
+        monkeypatch.chdir(cwd)
+        for d in load_job(str(job_file)).datasets:
+            assert Path(_resolve_data(d, job_file.parent)).exists(), (cwd, d)
+
+
+def test_a_missing_dataset_names_both_places_looked_in(tiny_gpt2, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "jobs").mkdir()
+    job = write_job(tmp_path / "jobs" / "job.yaml", output=str(tmp_path / "runs"), models=[str(tiny_gpt2)],
+                    datasets=["data/missing.jsonl"], probes=[])
+    assert run_batch_job(job, executor="local", progress=False) == [f"{tiny_gpt2.name}/missing/base"]
+    out = capsys.readouterr().out
+    assert (f"dataset 'data/missing.jsonl' not found: neither {tmp_path / 'data/missing.jsonl'} nor "
+            f"{tmp_path / 'jobs' / 'data/missing.jsonl'} exists") in out
+
+
 def test_a_type_error_inside_a_probe_is_a_bug_not_a_bad_option(tiny_gpt2, tmp_path, monkeypatch):
     import jobs.wic
 
@@ -242,3 +263,14 @@ def test_run_refusing_an_existing_store_gives_advice_that_works_for_run(tiny_gpt
     assert "is not a layerprobe store" in line and "set the job's output to another folder" in line
     assert "--out" not in line and "--overwrite" not in line
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_a_probes_advice_in_a_job_names_job_options_not_cli_flags():
+    # The probes word their advice in CLI flags ("pass --eval"); a job sets options instead.
+    from pipeline.executors.batch_job import _flags_as_options
+
+    assert _flags_as_options("no labelled split that the fit selection 'train' leaves out; pass --eval, e.g. "
+                             "--fit 'train[:80%]' --eval 'train[80%:]'", "wic") == (
+        "no labelled split that the fit selection 'train' leaves out; set the wic probe's eval option, e.g. "
+        "fit: 'train[:80%]' eval: 'train[80%:]'")
+    assert _flags_as_options("the store has: dev; pass e.g. --eval dev", "polar") == "the store has: dev; set e.g. eval: dev"
