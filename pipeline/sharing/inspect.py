@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pipeline.sharing.common import human_bytes, open_store_checked, store_errors
-from pipeline.store.reader import committed_ids
 
 
 def _size(fs, base: str) -> int | None:
@@ -18,13 +17,10 @@ def inspect_store(path: str, storage_options: dict | None = None) -> dict:
     st = open_store_checked(path, storage_options, allow_incomplete=True)
     m = st.manifest
     with store_errors(path, "inspect"):
-        ids = [s.shard_id for s in st.plan.shards] + ["static"]
-        found = committed_ids(st.fs, st.base, ids)
-        committed = {i: i in found for i in ids}
         size = _size(st.fs, st.base)
     shards = [{"shard_id": s.shard_id, "examples": [s.example_start, s.example_end],
                "rows": [s.row_start, s.row_start + s.n_rows_padded], "n_tokens": s.n_tokens,
-               "committed": committed[s.shard_id]} for s in st.plan.shards]
+               "committed": s.shard_id in st.committed} for s in st.plan.shards]
     n_ok = sum(s["committed"] for s in shards)
     return {
         "path": path,
@@ -37,8 +33,8 @@ def inspect_store(path: str, storage_options: dict | None = None) -> dict:
         "created_at": m.get("created_at"), "completed_at": m.get("completed_at"),
         "written_with": m.get("written_with") if isinstance(m.get("written_with"), dict) else {},
         "manifest_complete": bool(m.get("complete")),
-        "complete": n_ok == len(shards) and committed["static"],
-        "n_committed": n_ok, "static_committed": committed["static"],
+        "complete": st.complete,
+        "n_committed": n_ok, "static_committed": st.static_committed,
         "bytes": size, "shards": shards,
     }
 
