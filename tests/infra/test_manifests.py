@@ -172,8 +172,9 @@ def test_rayjob_workers_fit_the_gpu_worker_group():
 def test_example_job_validates_and_uses_only_bundled_inputs():
     spec = BatchJobSpec.model_validate(yaml.safe_load((ROOT / "examples/job.yaml").read_text()))
     assert spec.models == ["default"]
-    assert spec.datasets == ["pipeline/samples/wic",
-                             "pipeline/samples/ud-english-ewt/en_ewt-ud-dev.conllu"]
+    samples = ROOT / "pipeline" / "samples"
+    assert [(ROOT / "examples" / d).resolve() for d in spec.datasets] == [  # the job file's folder
+        samples / "wic", samples / "ud-english-ewt" / "en_ewt-ud-dev.conllu"]
     assert spec.variants == ["base"]
     assert [p.name for p in spec.probes] == ["wic", "polar"]
     assert spec.output == "runs/example-job"
