@@ -128,6 +128,7 @@ def check_range(values: np.ndarray, layers: list, dtype: np.dtype, what: str = "
 
 def check_peaks(peak: np.ndarray, layers: list, dtype: np.dtype, what: str = "layer") -> None:
     """check_range's verdict from each layer's largest |value| (computed on the GPU for a GPU block)."""
+    peak = np.asarray(peak, dtype=np.float64)  # a float16 block's peaks: 65520 is inf in float16
     limit = FLOAT16_OVERFLOW if dtype == np.float16 else np.inf
     if np.isfinite(peak).all() and (peak < limit).all():
         return
