@@ -84,11 +84,17 @@ def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
 def connect_ray(ray_address: str | None, device: str = "auto"):
     """Join (or start) Ray and check the cluster can run `device`: the driver calls this before it
     creates or replaces a store, so a missing cluster or GPU refuses the run with --out untouched."""
+    joined = bool(ray_address or os.environ.get("RAY_ADDRESS"))  # else ensure_ray starts a local Ray
     ray = ensure_ray(ray_address)
     if device == "cuda" and not ray.cluster_resources().get("GPU", 0):
-        # Without GPUs the workers are placed on CPUs, where each would fail --device cuda.
-        raise LayerprobeError("--device cuda was requested but the Ray cluster has no GPU; use "
-                              "--device cpu (or auto), or a cluster with GPU nodes")
+        if not joined:  # a local Ray has no autoscaler: GPU workers would wait forever
+            raise LayerprobeError("--device cuda was requested but the Ray cluster has no GPU; use "
+                                  "--device cpu (or auto), or a cluster with GPU nodes")
+        # A cluster's GPU workers may be scaled to zero: each worker asks for a GPU and waits for
+        # the autoscaler (device auto would run on the CPUs that are up instead).
+        log.warning("no GPU in the Ray cluster yet: the workers ask for one each and wait for the "
+                    "autoscaler to add GPU nodes (a cluster without GPU nodes to add waits forever: "
+                    "stop it with Ctrl-C)")
     return ray
 
 
@@ -111,32 +117,39 @@ def _worker_error(exc, what: str) -> LayerprobeError:
                            f"{_one_line(cause if isinstance(cause, BaseException) else exc)}")
 
 
-def gpu_worker_cpus(nodes: list[dict]) -> int:
+def gpu_worker_cpus(nodes: list[dict]) -> int | None:
     """CPUs a GPU worker asks Ray for, and its writer's threads: the CPU share per GPU of the live
     GPU node with the fewest cores per GPU (so a worker fits on every GPU node), at most
-    MAX_WRITE_THREADS. `nodes` is `ray.nodes()`."""
+    MAX_WRITE_THREADS; None while no GPU node is up (the autoscaler's nodes are unknown until they
+    come). `nodes` is `ray.nodes()`."""
     shares = [int(n["Resources"].get("CPU", 0) // n["Resources"]["GPU"])
               for n in nodes if n.get("Alive") and n.get("Resources", {}).get("GPU")]
-    return max(1, min([MAX_WRITE_THREADS, *shares]))
+    return max(1, min([MAX_WRITE_THREADS, *shares])) if shares else None
 
 
-def _worker_resources(ray, workers: int | None) -> tuple[int, dict]:
+def _worker_resources(ray, workers: int | None, device: str = "auto") -> tuple[int, dict, int, int | None]:
+    """(workers, Ray resources per worker, torch threads (0: leave torch's), writer threads (None:
+    the worker's own choice))."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    if gpus:
+    if device == "cuda" or (gpus and device != "cpu"):  # cuda with none up yet: wait for the autoscaler
         # Ray counts the writer's threads: several GPU workers on a node then never take more
-        # cores than it has, and the CPUs the writer uses are not handed to other work.
-        return (workers or gpus), {"num_gpus": 1, "num_cpus": gpu_worker_cpus(ray.nodes())}
+        # cores than it has, and the CPUs the writer uses are not handed to other work. With no
+        # GPU node up, 1 CPU (any GPU node has one) and the worker sizes its writer to its node.
+        share = gpu_worker_cpus(ray.nodes())
+        return (workers or max(gpus, 1)), {"num_gpus": 1, "num_cpus": share or 1}, 0, share
     cpus = int(ray.cluster_resources().get("CPU", 1))
     n = workers or 1
-    # Split the CPUs between workers so torch threads don't oversubscribe the machine.
-    return n, {"num_gpus": 0, "num_cpus": max(1, cpus // n)}
+    # Split the CPUs between workers so torch threads don't oversubscribe the machine; a CPU
+    # worker's writer takes 1 thread.
+    per_worker = max(1, cpus // n)
+    return n, {"num_gpus": 0, "num_cpus": per_worker}, per_worker, None
 
 
 def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool, workers: int | None,
             ray_address: str | None, progress: bool = True) -> list[dict]:
     ray = ensure_ray(ray_address)
 
-    n_workers, resources = _worker_resources(ray, workers)
+    n_workers, resources, threads, write_threads = _worker_resources(ray, workers, spec.device)
     n_workers = max(1, min(n_workers, len(work) or 1))
 
     @ray.remote(max_restarts=2, max_task_retries=2)
@@ -154,8 +167,6 @@ def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool,
     # Workers start with capped malloc arenas, as the CLI caps its own: it only works from process
     # start (pipeline/extract/heap.py).
     runtime_env = {"env_vars": arena_env()}
-    # A CPU worker's cores run torch (its writer takes 1 thread); a GPU worker's run its writer.
-    threads, write_threads = ((0, resources["num_cpus"]) if resources["num_gpus"] else (resources["num_cpus"], None))
     actors = [ShardWorker.options(runtime_env=runtime_env, **resources).remote(spec, target, threads, write_threads)
               for _ in range(n_workers)]
     bar = Progress(sum(w[2] for w in work), len(work), progress)

@@ -337,8 +337,54 @@ def _node(cpus, gpus=0, alive=True):
     ([_node(64, 2), _node(12, 4)], 3),           # the tightest GPU node decides: a worker fits on each
     ([_node(4, 8)], 1),                          # at least one
     ([_node(2, 4, alive=False), _node(16, 2)], 8),  # dead nodes are ignored
+    ([_node(64)], None),                         # no GPU node up: unknown until the autoscaler adds one
 ])
 def test_a_gpu_worker_asks_ray_for_the_cpus_its_writer_uses_and_fits_every_gpu_node(nodes, want):
     from pipeline.executors.ray_executor import gpu_worker_cpus
 
     assert gpu_worker_cpus(nodes) == want
+
+
+class _FakeRay:
+    def __init__(self, nodes):
+        self._nodes = nodes
+
+    def nodes(self):
+        return self._nodes
+
+    def cluster_resources(self):
+        total: dict = {}
+        for n in self._nodes:
+            for k, v in n["Resources"].items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+
+@pytest.mark.parametrize("nodes, device, workers, want", [
+    # GPUs up: one worker per GPU, the writer's CPUs counted
+    ([_node(4), _node(32, 4)], "auto", None, (4, {"num_gpus": 1, "num_cpus": 8}, 0, 8)),
+    # an autoscaled cluster with its GPU nodes at zero: cuda asks for GPUs anyway (workers wait);
+    # 1 CPU each, the writer sized on its node
+    ([_node(4)], "cuda", 3, (3, {"num_gpus": 1, "num_cpus": 1}, 0, None)),
+    # auto with no GPU up: CPU workers splitting the CPUs, torch threads set to the share
+    ([_node(4)], "auto", 2, (2, {"num_gpus": 0, "num_cpus": 2}, 2, None)),
+    # cpu on a GPU cluster: takes no GPU
+    ([_node(32, 4)], "cpu", 2, (2, {"num_gpus": 0, "num_cpus": 16}, 16, None)),
+])
+def test_worker_resources_follow_the_device_and_the_cluster(nodes, device, workers, want):
+    from pipeline.executors.ray_executor import _worker_resources
+
+    assert _worker_resources(_FakeRay(nodes), workers, device) == want
+
+
+def test_cuda_without_a_gpu_up_is_refused_locally_and_waits_on_a_joined_cluster(monkeypatch, caplog):
+    from pipeline.errors import LayerprobeError
+    from pipeline.executors import ray_executor
+
+    monkeypatch.setattr(ray_executor, "ensure_ray", lambda address: _FakeRay([_node(4)]))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(LayerprobeError, match="the Ray cluster has no GPU"):
+        ray_executor.connect_ray(None, device="cuda")  # a local Ray: nothing would ever add a GPU
+    with caplog.at_level("WARNING", logger="pipeline.executors.ray_executor"):
+        ray_executor.connect_ray("ray://head:10001", device="cuda")  # a cluster may autoscale
+    assert "wait for the autoscaler to add GPU nodes" in caplog.text
