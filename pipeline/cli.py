@@ -26,7 +26,9 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
                    help="source format (auto: from the path: a WiC directory, .conllu, else text)")
     p.add_argument("--text-column", default="text", help="text column of a .jsonl/.csv/.parquet source")
     p.add_argument("--words-column", default=None, help="a list-of-words column (pre-split text)")
-    p.add_argument("--layers", default="all", help="'all' or comma-separated hidden_states indices (0 = embeddings)")
+    p.add_argument("--layers", default="all",
+                   help="'all' or comma-separated hidden_states indices (0 = embeddings), stored in "
+                        "ascending order without repeats (the store's `layer` array names them)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored dtype")
     p.add_argument("--model-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="dtype of the forward pass (auto = float32)")
@@ -51,7 +53,8 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--padding-side", default="auto", choices=["auto", "left", "right"],
                    help="batch padding side (auto: the tokenizer's); stored values do not depend on it")
     p.add_argument("--limit", type=int, default=None,
-                   help="only the first N examples (WiC: the first N/2 pairs, rounded up to whole pairs)")
+                   help="only the first N examples, in the source's order (a WiC directory: train, dev, "
+                        "test; the first N/2 pairs, rounded up to whole pairs)")
     p.add_argument("--trust-remote-code", action="store_true", help="run a model's own Python code (its config asks)")
     p.add_argument("--allow-pickle", action="store_true", help="allow non-safetensors checkpoints")
     p.add_argument("--overwrite", action="store_true",

@@ -83,7 +83,9 @@ def create_store(path: str, manifest: Manifest, plan: ShardPlan, *, d_model: int
         layout.STATIC, shape=(vocab_size, d_model),
         chunks=(min(vocab_size, layout.default_chunk_rows(d_model, dtype.itemsize)), d_model),
         dtype=dtype, fill_value=0, dimension_names=layout.DIMS_STATIC, compressors=compressors,
-        config=cfg, attributes={"description": "input-embedding table (static embeddings)"},
+        config=cfg, attributes={"description": "input-embedding table (static embeddings)",
+                                # a bfloat16/float16 model's table holds that dtype's values
+                                "stored_dtype": manifest.dtype, "model_dtype": manifest.model.dtype},
     )
     root.create_group(layout.META)
     fs, base = url_to_fs(path, storage_options)

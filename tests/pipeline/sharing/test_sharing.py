@@ -463,3 +463,14 @@ def test_xarray_open_zarr(built_store):
     assert ds["hidden_states"].dims == ("layer", "row", "hidden")
     assert list(ds["layer"].values) == open_store(str(built_store)).layers
     np.testing.assert_array_equal(ds["hidden_states"].sel(layer=2).values[:10], open_store(str(built_store)).layer(2)[:10])
+
+
+def test_both_arrays_say_their_stored_and_model_dtype_for_plain_zarr_readers(built_store):
+    import zarr
+
+    root = zarr.open_group(str(built_store), mode="r")
+    manifest = root.attrs["layerprobe"]
+    for name in ("hidden_states", "static_embeddings"):
+        attrs = root[name].attrs
+        assert attrs["stored_dtype"] == manifest["dtype"] == str(root[name].dtype)
+        assert attrs["model_dtype"] == manifest["model"]["dtype"]
