@@ -194,8 +194,11 @@ def table_from_bytes(data: bytes) -> pa.Table:
 def read_table(fs, base: str, rel: str) -> pa.Table:
     data = read_bytes(fs, safe_join(base, rel))
     if data is None:
-        raise StoreError(f"table {rel} is missing from the store")
-    return table_from_bytes(data)
+        raise StoreError(f"table {rel} is missing from the store (run `layerprobe validate` on the store)")
+    try:
+        return table_from_bytes(data)
+    except (pa.ArrowInvalid, OSError) as exc:  # as the probes' reader says it (pipeline/store/reader.py)
+        raise StoreError(f"table {rel} is corrupt ({exc}; run `layerprobe validate` on the store)") from None
 
 
 # -- chunk decoding --------------------------------------------------------------------------------

@@ -205,6 +205,10 @@ class Store:
         if hidden.dtype != np.dtype(self.manifest["dtype"]):
             raise StoreError(f"{self.path}: hidden_states is {hidden.dtype} but the manifest says "
                              f"{self.manifest['dtype']} (run `layerprobe validate` on the store)")
+        expected = (len(self.layers), self.plan.n_rows)
+        if tuple(hidden.shape[:2]) != expected:  # e.g. edited (consolidated) metadata: rows would misread
+            raise StoreError(f"{self.path}: hidden_states has shape {tuple(hidden.shape)} but the manifest and "
+                             f"plan say {expected} x d (run `layerprobe validate` on the store)")
         return hidden
 
     @cached_property

@@ -474,3 +474,23 @@ def test_both_arrays_say_their_stored_and_model_dtype_for_plain_zarr_readers(bui
         attrs = root[name].attrs
         assert attrs["stored_dtype"] == manifest["dtype"] == str(root[name].dtype)
         assert attrs["model_dtype"] == manifest["model"]["dtype"]
+
+
+def test_export_of_a_store_with_a_corrupt_table_says_run_validate(store, capsys):
+    table = store / "meta" / "tables" / "tokens" / "shard-00001.parquet"
+    table.write_bytes(table.read_bytes()[:-20] + b"\0" * 20)  # a damaged footer
+    rc = main(["export", str(store), "--layer", "1", "--to", str(store.parent / "x.parquet")])
+    line = _one_line_error(capsys, 2, rc)
+    assert "shard-00001.parquet is corrupt" in line and "run `layerprobe validate` on the store" in line
+
+
+def test_hidden_states_metadata_edited_against_the_plan_says_run_validate(store, capsys):
+    # Consolidated metadata (what zarr opens) claiming more rows than the plan: reads would index
+    # rows that no shard wrote.
+    meta = json.loads((store / "zarr.json").read_text())
+    entry = meta["consolidated_metadata"]["metadata"]["hidden_states"]
+    entry["shape"][1] += 64
+    (store / "zarr.json").write_text(json.dumps(meta))
+    rc = main(["export", str(store), "--layer", "1", "--to", str(store.parent / "x.parquet")])
+    line = _one_line_error(capsys, 2, rc)
+    assert "hidden_states has shape" in line and "run `layerprobe validate` on the store" in line
