@@ -23,8 +23,8 @@ import numpy as np
 
 from jobs.baselines import majority_accuracy
 from jobs.results import Series, prepare_out_dir, write_results
-from jobs.splits import (check_eval_splits_exist, example_splits, parse_selector_list, select_fit_eval,
-                         split_names)
+from jobs.splits import (check_eval_splits_exist, example_splits, parse_selector_list, refuse_shared_groups,
+                         select_fit_eval, split_names)
 from jobs.storeio import model_info, resolve_store, store_location
 from jobs.words import mean_pool_matrix, word_pooling
 from jobs.zscore import fit_zscore
@@ -151,6 +151,28 @@ def check_categorical(label: str, labels: list[str], fit: str, unit: str) -> Non
             "pick a label with a few classes, such as upos or deprel")
 
 
+def partially_kept_words(tokens, examples) -> set[tuple[int, int]]:
+    """(example_id, word_id) of words cut by truncation: the last stored word of a truncated example
+    when its tokens end before the word does (the rest of its subwords fell past --max-length). Its
+    mean would be a prefix's, not the word's."""
+    trunc = examples.column("truncated").to_numpy(zero_copy_only=False).astype(bool)
+    if not trunc.any():
+        return set()
+    word_end = {int(e): ends for e, ends, t in zip(examples.column("example_id").to_pylist(),
+                                                   examples.column("word_char_end").to_pylist(), trunc) if t}
+    t_ex = tokens.column("example_id").to_numpy()
+    rows = np.flatnonzero(np.isin(t_ex, list(word_end)) & (tokens.column("word_id").to_numpy() >= 0))
+    last: dict[int, tuple[int, int]] = {}  # example -> (its last stored word, furthest char_end of that word)
+    for e, w, end in zip(t_ex[rows].tolist(), tokens.column("word_id").to_numpy()[rows].tolist(),
+                         tokens.column("char_end").to_numpy()[rows].tolist()):
+        lw, le = last.get(e, (-1, -1))
+        if w > lw:
+            last[e] = (w, end)
+        elif w == lw:
+            last[e] = (w, max(le, end))
+    return {(e, w) for e, (w, end) in last.items() if end < word_end[e][w]}
+
+
 def _norm_label(v, col) -> str | None:
     if v is None:
         return None
@@ -188,6 +210,12 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
     s = resolve_store(store)
     ex = s.examples
     col, word_level = _resolve_label(ex, label)
+    if control and not word_level:
+        # Hewitt & Liang's control gives each word type a fixed random label; an example has no type
+        # to key it on (its whole text would be one, unseen in eval: chance, not a control).
+        raise LayerprobeError(f"--control is the Hewitt & Liang control task, a random label per word type; "
+                              f"label {label!r} is per example, which has no word type: drop --control (the "
+                              "majority-label line is the baseline) or probe a word-level label")
     keep_targets = isinstance(s.manifest, dict) and s.manifest.get("keep") == "targets"
     pooling = word_pooling(s.tokens)
     if pooling.n_groups == 0:
@@ -212,6 +240,11 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
     unit = "sentences" if word_level else "examples"
     check_eval_splits_exist(splits, fit, evals)
     fit_units, eval_units = select_fit_eval(splits, fit, evals, unit=unit)
+    if "pair_id" in ex.column_names:  # a WiC store: its two examples of a pair stay on one side
+        pair_of = np.asarray([str(p) for p in ex.column("pair_id").to_pylist()], dtype=object)[order]
+        refuse_shared_groups(fit, pair_of[fit_units], [(sel, pair_of[u]) for sel, u in zip(evals, eval_units)],
+                             "pairs")
+    partial = partially_kept_words(s.tokens, ex) if word_level else set()
 
     def items(units: np.ndarray) -> tuple[Items, int]:
         chosen = order[units]
@@ -226,7 +259,7 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
                 grp = pooling.lookup(np.full(n, ex_ids[i]), np.arange(n))
                 for k in range(n):
                     lab = _norm_label(vals[k], col)
-                    if grp[k] < 0 or lab is None:
+                    if grp[k] < 0 or lab is None or (int(ex_ids[i]), k) in partial:
                         dropped += 1
                         continue
                     g.append(int(grp[k])); y.append(lab); t.append(str(words[i][k]).lower())
@@ -284,6 +317,8 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
                 + ("; this store was extracted with --keep targets, so only target words have vectors: an "
                    "example vector is its target word's alone" if keep_targets else ""),
                 "majority_baseline": "most frequent label of the fit split, scored on each eval split",
+                "punctuation": ("scored like any other word (polar leaves PUNCT out by default)"
+                                if word_level else None),
                 "relations": "universal (subtype after ':' stripped)" if col in UNIVERSAL else None,
                 "control_task": "Hewitt & Liang 2019: label per lower-cased word type drawn from the fit "
                                 "label distribution" if control else None}
@@ -299,7 +334,8 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
               for sel, v in majority.items() if np.isfinite(v)]
     write_results(out, "linear", rows, settings, plot, ylabels, model, variant,
                   extra={"dropped_items": dropped,
-                         "dropped_reason": "no label, or no token for the word (truncation)"},
+                         "dropped_reason": "no label, or the word lost all or some of its tokens to truncation "
+                                           "(a partly kept word's mean would be its prefix's)"},
                   echo=echo, title_keys=("fit", "label"), hlines=hlines, column_docs=COLUMN_GLOSSARY,
                   plot_note="--keep targets store: example vectors are their target words alone" if keep_targets
                   else None)

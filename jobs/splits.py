@@ -205,6 +205,13 @@ def select_fit_eval(unit_splits: Sequence[str | None], fit: str, evals: Sequence
     return fit_idx, [idx for _, idx in eval_idx]
 
 
+def refuse_shared_groups(fit: str, fit_groups: np.ndarray, evals: list[tuple[str, np.ndarray]],
+                         unit: str) -> None:
+    """select_fit_eval's refusal for groups of the selected units, given as one group id per
+    selected unit (a WiC pair's two examples, selected by example: a slice can cut a pair)."""
+    _refuse_overlap(fit, np.asarray(fit_groups), [(sel, np.asarray(g)) for sel, g in evals], unit)
+
+
 def _refuse_overlap(fit: str, fit_idx: np.ndarray, evals: list[tuple[str, np.ndarray]], unit: str) -> None:
     # An empty selection (dev[:0%], a slice past the end) would print a table of dashes and exit 0.
     for sel, idx in [(fit, fit_idx), *evals]:

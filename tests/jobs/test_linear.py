@@ -178,6 +178,7 @@ def test_results_record_majority_baseline_pooling_and_regularisation(tmp_path, s
     doc = json.loads((tmp_path / "linear.json").read_text())
     st = doc["settings"]
     assert "mean of its subword" in st["pooling"] and "L2" in st["regularisation"] and f"C={C:g}" in st["regularisation"]
+    assert st["punctuation"].startswith("scored like any other word")
     assert set(doc["columns"]) <= set(doc["column_glossary"])
 
 
@@ -189,3 +190,35 @@ def test_a_targets_only_store_says_its_example_vectors_are_the_target_words(tmp_
     full = json.loads((tmp_path / "all" / "linear.json").read_text())["settings"]["pooling"]
     targets = json.loads((tmp_path / "t" / "linear.json").read_text())["settings"]["pooling"]
     assert "--keep targets" not in full and "target word's alone" in targets
+
+
+def test_the_control_task_is_refused_for_an_example_level_label(tmp_path, store):
+    # H&L's control keys a random label on the word type; an example has none (its whole text would
+    # be the type, unseen in eval: chance, reported as 'selectivity').
+    with pytest.raises(LayerprobeError, match="label 'genre' is per example, which has no word type"):
+        run_linear(store=store, out=tmp_path, label="genre", control=True, echo=False)
+
+
+def test_a_wic_pair_split_between_fit_and_eval_is_refused(tmp_path):
+    # Selection is by example; examples 10 and 11 are the two sides of one pair.
+    with pytest.raises(LayerprobeError, match=r"eval selection 'train\[11:\]' shares 1 of its .* pairs"):
+        run_linear(store=make_wic_store(), out=tmp_path, label="label", fit="train[:11]", eval="train[11:]",
+                   echo=False)
+    run_linear(store=make_wic_store(), out=tmp_path, label="label", fit="train[:12]", eval="train[12:]",
+               echo=False)  # whole pairs on each side
+
+
+def test_a_word_cut_by_truncation_is_found_and_a_whole_last_word_is_not():
+    import pyarrow as pa
+
+    from jobs.linear import partially_kept_words
+
+    # example 0 (truncated): words 'walking' [0, 7) and 'home' [8, 12); 'home' kept only 'ho' [8, 10)
+    # example 1 (truncated): its last stored word 'dog' [4, 7) is whole (the cut fell between words)
+    # example 2 (not truncated): nothing to look at
+    examples = pa.table({"example_id": [0, 1, 2], "truncated": [True, True, False],
+                         "word_char_end": [[7, 12], [3, 7, 11], [4]]})
+    tokens = pa.table({"example_id": [0, 0, 0, 1, 1, 1, 2],
+                       "word_id": [0, 0, 1, 0, 1, -1, 0],
+                       "char_end": [4, 7, 10, 3, 7, 0, 4]})
+    assert partially_kept_words(tokens, examples) == {(0, 1)}
