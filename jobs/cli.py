@@ -4,34 +4,45 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pipeline.errors import LayerprobeError
 
 
+def _run(probe, out: str, **options) -> int:
+    """Run a probe into --out. The probe creates --out first (to fail fast on an unwritable one);
+    a run refused after that leaves no empty folder of its making behind."""
+    existed = os.path.lexists(out)
+    try:
+        probe(out=out, **options)
+    except LayerprobeError:
+        if not existed and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        raise
+    return 0
+
+
 def _cmd_wic(args) -> int:
     from jobs.wic import run_wic
 
-    run_wic(store=args.store, out=args.out, fit=args.fit, eval=args.eval, standardize=args.standardize,
-            threshold_grid=args.threshold_grid, seed=args.seed)
-    return 0
+    return _run(run_wic, args.out, store=args.store, fit=args.fit, eval=args.eval, standardize=args.standardize,
+                threshold_grid=args.threshold_grid, seed=args.seed)
 
 
 def _cmd_polar(args) -> int:
     from jobs.polar import run_polar
 
-    run_polar(store=args.store, out=args.out, fit=args.fit, eval=args.eval, rank=args.rank, epochs=args.epochs,
-              lambda_angle=args.lambda_angle, beta_root=args.beta_root, seed=args.seed,
-              relations="full" if args.full_relations else "universal", include_punct=args.include_punct)
-    return 0
+    return _run(run_polar, args.out, store=args.store, fit=args.fit, eval=args.eval, rank=args.rank,
+                epochs=args.epochs, lambda_angle=args.lambda_angle, beta_root=args.beta_root, seed=args.seed,
+                relations="full" if args.full_relations else "universal", include_punct=args.include_punct)
 
 
 def _cmd_linear(args) -> int:
     from jobs.linear import run_linear
 
-    run_linear(store=args.store, out=args.out, label=args.label, fit=args.fit, eval=args.eval,
-               control=args.control, seed=args.seed)
-    return 0
+    return _run(run_linear, args.out, store=args.store, label=args.label, fit=args.fit, eval=args.eval,
+                control=args.control, seed=args.seed)
 
 
 def _common(p: argparse.ArgumentParser, fit: str, eval_: str | None) -> None:

@@ -58,6 +58,18 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, real_ud, capsys):
     assert main(["probe", "wic", "--store", str(tmp_path / "missing.zarr"), "--out", str(tmp_path)]) == 2
 
 
+def test_a_refused_probe_leaves_no_empty_out_folder_of_its_own(tmp_path, real_ud, capsys):
+    new = tmp_path / "results" / "linear"
+    assert main(["probe", "linear", "--store", real_ud, "--label", "upos", "--fit", "train",
+                 "--out", str(new)]) == 2
+    assert not new.exists()
+    kept = tmp_path / "mine"  # a folder the user made stays, even empty
+    kept.mkdir()
+    assert main(["probe", "linear", "--store", real_ud, "--label", "upos", "--fit", "train",
+                 "--out", str(kept)]) == 2
+    assert kept.is_dir()
+
+
 @pytest.mark.parametrize("probe, extra", [("wic", []), ("linear", ["--label", "upos"]),
                                           ("polar", ["--epochs", "1", "--rank", "4"])])
 def test_cli_out_that_is_a_file_is_one_clear_error_for_every_probe(tmp_path, real_wic, real_ud, capsys,
