@@ -79,7 +79,8 @@ def add_probe_parsers(subparsers) -> argparse.ArgumentParser:
     # defaults live in jobs.polar (imported lazily there: torch); these mirror them
     p.add_argument("--rank", type=int, default=128, help="probe rank >= 1, capped at the model width (default 128)")
     p.add_argument("--epochs", type=int, default=100,
-                   help="at most (>= 1); training stops when the loss on a held-out 10%% of the fit sentences stalls")
+                   help="at most this many (>= 1; default 100); training stops when the loss on a held-out "
+                        "10%% of the fit sentences stalls")
     p.add_argument("--lambda-angle", type=float, default=1.0,
                    help="weight of the angle term, both terms divided by their value at initialisation; "
                         "0 = structural probe only (default 1.0, chosen on held-out EWT dev)")
@@ -88,7 +89,8 @@ def add_probe_parsers(subparsers) -> argparse.ArgumentParser:
                    help="keep relation subtypes (nmod:poss) instead of the universal part")
     p.add_argument("--include-punct", action="store_true",
                    help="score punctuation words too (default: words with UPOS PUNCT are left out of UUAS, "
-                        "LAS, label accuracy and DSpr, as Hewitt & Manning do)")
+                        "UAS, LAS and label accuracy, as Hewitt & Manning do; DSpr and training always use "
+                        "every word, as their evaluation code does)")
     p.set_defaults(func=_cmd_polar)
 
     p = sub.add_parser("linear", help="logistic-regression probe of word or example labels")

@@ -336,7 +336,7 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
                   extra={"dropped_items": dropped,
                          "dropped_reason": "no label, or the word lost all or some of its tokens to truncation "
                                            "(a partly kept word's mean would be its prefix's)"},
-                  echo=echo, title_keys=("fit", "label"), hlines=hlines, column_docs=COLUMN_GLOSSARY,
+                  echo=echo, title_keys=("fit", "eval", "label"), hlines=hlines, column_docs=COLUMN_GLOSSARY,
                   plot_note="--keep targets store: example vectors are their target words alone" if keep_targets
                   else None)
     return rows

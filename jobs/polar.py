@@ -807,7 +807,7 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
         "structural_baseline": "same probe with lambda_angle = 0 (Hewitt & Manning 2019)",
     }
     write_results(out, "polar", rows, settings, PLOT_SERIES, PLOT_YLABELS, model, variant,
-                  title_keys=("fit", "lambda_angle", "include_punct"), column_docs=COLUMN_GLOSSARY,
+                  title_keys=("fit", "eval", "lambda_angle", "include_punct"), column_docs=COLUMN_GLOSSARY,
                   extra={"static": "not applicable: the polar probe needs contextual word vectors; no static row",
                          "baselines": base,
                          "baselines_note": "trivial parses scored on the same eval edges with the same punctuation "

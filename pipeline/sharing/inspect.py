@@ -29,6 +29,7 @@ def inspect_store(path: str, storage_options: dict | None = None) -> dict:
         "variant": m.get("variant"), "keep": m.get("keep"), "layers": m.get("layers"),
         "dtype": m.get("dtype"), "codec": m.get("codec"), "chunk_rows": m.get("chunk_rows"),
         "max_length": m.get("max_length"), "stats": m.get("stats", {}),
+        "limit": (m.get("settings") or {}).get("limit"),
         "config_fingerprint": m.get("config_fingerprint"),
         "created_at": m.get("created_at"), "completed_at": m.get("completed_at"),
         "written_with": m.get("written_with") if isinstance(m.get("written_with"), dict) else {},
@@ -66,8 +67,9 @@ def format_inspect(info: dict, *, all_shards: bool = False) -> str:
         f"store:      {info['path']}  ({info['format']} v{info['format_version']})",
         f"model:      {mo.get('name')}  ({mo.get('architecture')}, {mo.get('n_layers')} layers, "
         f"d_model {mo.get('d_model')}, vocab {mo.get('vocab_size')}, ran in {mo.get('dtype')})",
-        f"dataset:    {src.get('path')}  ({src.get('format')}, {src.get('n_examples')} examples, "
-        f"columns {src.get('columns')})",
+        f"dataset:    {src.get('path')}  ({src.get('format')}, {src.get('n_examples')} examples"
+        + (f" (--limit {info['limit']}: the first of the source)" if info.get("limit") else "")
+        + f", columns {src.get('columns')})",
         f"variant:    {info['variant']}  keep: {info['keep']}  max_length: {info['max_length']}",
         f"layers:     {info['layers']}  (HF hidden_states index; 0 = embedding output)",
         f"storage:    {info['dtype']}, codec {info['codec']}, chunk_rows {info['chunk_rows']}",

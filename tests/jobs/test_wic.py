@@ -235,8 +235,8 @@ def _spy_plot(monkeypatch):
     seen = {}
     real = res.plot_metric
 
-    def spy(path, rows, metrics, title, ylabel, hlines=(), note=None):
-        seen["fig"] = real(path, rows, metrics, title, ylabel, hlines=hlines, note=note)
+    def spy(path, rows, metrics, title, ylabel, hlines=(), note=None, hollow=None):
+        seen["fig"] = real(path, rows, metrics, title, ylabel, hlines=hlines, note=note, hollow=hollow)
         seen.update(title=title, hlines=list(hlines), metrics=res.as_series(metrics), note=note)
         return seen["fig"]
 
@@ -311,7 +311,7 @@ def test_wic_flags_a_row_whose_fit_threshold_predicts_one_class(tmp_path, monkey
     assert not any(r["constant"] for r in rows)
     doc = json.loads((tmp_path / "wic.json").read_text())
     assert doc["one_class_rows"].startswith("static: the best threshold on the fit split puts every fit pair")
-    assert "one class predicted at static" in seen["note"]
+    assert "hollow at static: the fit threshold predicts one class" in seen["note"]
     assert "one_class" in doc["column_glossary"]
 
 

@@ -157,6 +157,14 @@ def test_max_length_above_the_models_position_limit_is_refused_before_writing(ti
     assert main(extract(tiny_gpt2, jsonl, out, "--max-length", "128")) == 0
 
 
+def test_a_validators_message_is_not_prefixed_with_pydantics_wording(tiny_gpt2, jsonl, tmp_path, capsys):
+    rc = main(["extract", "--model", str(tiny_gpt2), "--data", str(jsonl), "--out", str(tmp_path / "s.zarr"),
+               "--layers", "abc"])
+    assert rc == 2
+    line = one_error_line(capsys)
+    assert "layers:" in line and "Value error" not in line
+
+
 def test_workers_zero_is_one_line_and_exit_2(tiny_gpt2, jsonl, tmp_path, capsys):
     out = tmp_path / "s.zarr"
     assert main(extract(tiny_gpt2, jsonl, out, "--workers", "0")) == 2

@@ -23,6 +23,23 @@ def test_a_missing_local_path_is_not_mistaken_for_a_hub_name(tmp_path):
         ml.resolve_model(str(tmp_path / "nope.gguf"))
 
 
+def test_a_file_that_is_not_a_model_says_what_to_pass_instead(tmp_path):
+    script = tmp_path / "notes.py"
+    script.write_text("print('not a model')")
+    with pytest.raises(LayerprobeError, match="is a file, not a model: pass a Hugging Face model folder"):
+        ml.resolve_model(str(script))
+
+
+def test_the_recorded_architecture_is_the_class_that_runs():
+    # A GGUF file's config names no architecture: the manifest said "LlamaConfig"; a checkpoint
+    # saved as a head model (LlamaForCausalLM) runs as its base model under AutoModel.
+    from transformers import BertConfig, LlamaConfig
+
+    assert ml.model_class_name(LlamaConfig()) == "LlamaModel"
+    assert ml.model_class_name(LlamaConfig(architectures=["LlamaForCausalLM"])) == "LlamaModel"
+    assert ml.model_class_name(BertConfig()) == "BertModel"
+
+
 def test_pickled_checkpoints_load_only_with_allow_pickle(tiny_gpt2, tmp_path):
     import shutil
 

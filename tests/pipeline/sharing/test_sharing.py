@@ -494,3 +494,17 @@ def test_hidden_states_metadata_edited_against_the_plan_says_run_validate(store,
     rc = main(["export", str(store), "--layer", "1", "--to", str(store.parent / "x.parquet")])
     line = _one_line_error(capsys, 2, rc)
     assert "hidden_states has shape" in line and "run `layerprobe validate` on the store" in line
+
+
+def test_inspect_says_when_a_store_holds_only_the_first_examples_of_its_source(tiny_bert, corpus, tmp_path, capsys):
+    from pipeline.executors.extract_job import run_extract
+    from schemas.job import ExtractSpec
+
+    data = tmp_path / "x.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus))
+    out = tmp_path / "s.zarr"
+    run_extract(ExtractSpec(model=str(tiny_bert), data=str(data), out=str(out), limit=3), executor="local",
+                progress=False)
+    assert main(["inspect", str(out)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("dataset:"))
+    assert "3 examples (--limit 3: the first of the source)" in line
