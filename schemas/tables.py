@@ -1,5 +1,11 @@
 """Arrow schemas of the tables in a store. The examples table also carries every column of the
-source, so only its fixed columns are listed here."""
+source, so only its fixed columns are listed here; `source_column_types` gives those columns one
+type for the whole source."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
 
 import pyarrow as pa
 
@@ -35,3 +41,45 @@ EXAMPLE_FIXED_FIELDS = [
     pa.field("target_found", pa.bool_(), nullable=False),     # false if truncation cut the target
 ]
 EXAMPLE_FIXED_COLUMNS = [f.name for f in EXAMPLE_FIXED_FIELDS]
+
+# A source column whose values mix kinds Arrow cannot unify (1 and "one") is stored as this: text,
+# each value as written in JSON (a string as itself), None as null.
+JSON_TEXT = "json-text"
+
+
+def source_column_types(columns: Iterable[dict], names: Iterable[str], block: int = 10_000) -> dict:
+    """{name: Arrow type, or JSON_TEXT} over every example's source columns, so every shard's
+    examples table has one schema (a shard of ints beside a shard of strings could be written, but
+    no reader could concatenate them). Inferred a block of examples at a time and unified (ints with
+    floats become floats, nulls take the others' type)."""
+    names = list(names)
+    types: dict = {n: pa.null() for n in names}
+    buffer: list[dict] = []
+
+    def absorb(rows: list[dict]) -> None:
+        for n in names:
+            if types[n] == JSON_TEXT:
+                continue
+            try:
+                t = pa.array([r.get(n) for r in rows]).type
+                types[n] = pa.unify_schemas([pa.schema([(n, types[n])]), pa.schema([(n, t)])],
+                                            promote_options="permissive").field(n).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
+                types[n] = JSON_TEXT
+
+    for row in columns:
+        buffer.append(row)
+        if len(buffer) == block:
+            absorb(buffer)
+            buffer = []
+    if buffer:
+        absorb(buffer)
+    return types
+
+
+def source_column(values: list, kind) -> pa.Array:
+    """A source column's values as `kind` (from source_column_types)."""
+    if kind == JSON_TEXT:
+        return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values],
+                        type=pa.string())
+    return pa.array(values, type=kind)

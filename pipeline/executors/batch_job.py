@@ -269,6 +269,14 @@ def run_batch_job(job_path: str, *, ray_address: str | None = None, executor: st
             failures.append(name)
             lines.append(f"FAILED  {name}: {msg}")
             log.error("%s failed: %s", name, msg)
+        except Exception as exc:  # noqa: BLE001 - a bug in one combination: the others still run
+            # (an overnight job over several models must not lose them to one), and its traceback
+            # is logged in full: it is a defect to report, not a user error.
+            failures.append(name)
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            lines.append(f"FAILED  {name}: unexpected {type(exc).__name__}{': ' + first if first else ''} "
+                         "(a defect: its traceback is in the log above)")
+            log.exception("%s failed with an unexpected error", name)
     print(f"batch job {job_path}: {len(combos) - len(failures)} of {len(combos)} combinations succeeded")
     print("\n".join(lines))
     return failures

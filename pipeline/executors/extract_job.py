@@ -3,6 +3,7 @@ on an executor, then mark the store complete."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -19,10 +20,11 @@ from pipeline.extract.forward import StoreTarget
 from pipeline.extract.tokenize import encode_examples
 from pipeline.readers import read_source
 from pipeline.store import layout
-from pipeline.store.fs import is_url, root_manifest, store_around, url_to_fs
-from pipeline.store.reader import committed_ids, read_commit_records, summarize_written_with
+from pipeline.store.fs import is_url, join, root_manifest, store_around, url_to_fs
+from pipeline.store.reader import committed_ids, read_commit_record, read_commit_records, summarize_written_with
 from pipeline.store.writer import consolidate_metadata, create_store, now_iso, write_manifest
 from schemas.job import ExtractSpec
+from schemas.tables import JSON_TEXT, source_column_types
 from schemas.manifest import (Manifest, ModelInfo, ShardPlan, SourceInfo, StoreStats, TokenizerInfo,
                               config_fingerprint)
 
@@ -100,6 +102,7 @@ def prepare(spec: ExtractSpec) -> Prepared:
     ref = model_loading.resolve_model(spec.model)
     config = model_loading.load_config(ref, spec.trust_remote_code)
     tokenizer = model_loading.load_tokenizer(ref, spec.trust_remote_code)
+    model_loading.check_tokenizer_fits(spec.model, config, tokenizer)
     n_layers = model_loading.num_layers(config)
     d_model = model_loading.hidden_size(config)
     layers = list(range(n_layers + 1)) if spec.layers == "all" else list(spec.layers)
@@ -120,6 +123,12 @@ def prepare(spec: ExtractSpec) -> Prepared:
                               "target_start/target_end columns)")
     itemsize = np.dtype(spec.dtype).itemsize
     chunk_rows = spec.chunk_rows or layout.default_chunk_rows(d_model, itemsize)
+    chunk_bytes = chunk_rows * d_model * itemsize
+    if chunk_bytes > MAX_CHUNK_BYTES:
+        # Each writer holds a chunk per stored layer, and every reader decodes whole chunks.
+        raise LayerprobeError(f"--chunk-rows {chunk_rows} makes {chunk_bytes / 2**20:,.0f} MiB chunks (d_model "
+                              f"{d_model} x {itemsize} bytes each); at most {MAX_CHUNK_BYTES // 2**20} MiB: use "
+                              f"--chunk-rows {MAX_CHUNK_BYTES // (d_model * itemsize)} or less (default: ~4 MiB)")
     plan = plan_shards(lengths, kept, shard_tokens=spec.shard_tokens, chunk_rows=chunk_rows)
 
     model_hash = model_loading.model_content_hash(ref)
@@ -150,12 +159,22 @@ def prepare(spec: ExtractSpec) -> Prepared:
                          n_shards=len(plan.shards), n_truncated=n_truncated, n_targets_lost=n_lost),
         versions=_versions(),
     )
+    column_types = source_column_types((e.columns for e in source.examples), source.columns)
+    mixed = [n for n, t in column_types.items() if t == JSON_TEXT]
+    if mixed:
+        log.warning("source column(s) %s mix value types that one Arrow column cannot hold (e.g. 1 and "
+                    "'one'): stored as JSON text", ", ".join(map(repr, mixed)))
     target = StoreTarget(path=spec.out, layers=layers, dtype=spec.dtype, chunk_rows=chunk_rows,
-                         max_length=max_length, config_fingerprint=fingerprint)
+                         max_length=max_length, config_fingerprint=fingerprint, column_types=column_types)
     estimate = estimate_bytes(plan, n_layers=len(layers), d_model=d_model, itemsize=itemsize,
                               vocab_size=manifest.model.vocab_size,
                               compression_ratio=_expected_compression(spec.codec, spec.dtype))
     return Prepared(spec, source, manifest, plan, target, lengths, estimate, n_truncated, n_lost)
+
+
+# A writer buffers one chunk per stored layer (a 30-layer model: 30 x 256 MiB = 7.5 GiB at this
+# bound); the default chunk is ~4 MiB.
+MAX_CHUNK_BYTES = 256 * 2**20
 
 
 def _check_max_length(spec: ExtractSpec, config, tokenizer) -> int:
@@ -256,7 +275,28 @@ def _existing_manifest(path: str) -> dict | None | bool:
     fs, base = url_to_fs(path)
     if not fs.exists(base):
         return False
-    return root_manifest(fs, base)
+    manifest = root_manifest(fs, base)
+    if manifest is None and _holds_nothing(fs, base):
+        return False
+    return manifest
+
+
+def _holds_nothing(fs, base: str) -> bool:
+    """An empty folder, or one holding only an empty Zarr group's zarr.json (no attributes): a
+    store may be created there, nothing would be lost (`mkdir out.zarr` first is no reason to refuse)."""
+    try:
+        if not fs.isdir(base):
+            return False
+        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)} - {""}
+        if not names:
+            return True
+        if names != {"zarr.json"}:
+            return False
+        with fs.open(join(base, "zarr.json"), "rb") as fh:
+            meta = json.loads(fh.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("node_type") == "group" and not meta.get("attributes")
 
 
 def _settings_diff(old: dict, new: dict) -> str:
@@ -368,6 +408,11 @@ def check_out(p: Prepared, overwrite: bool) -> dict | None:
                        kind="not_a_store")
     if existing is False or overwrite:
         return None
+    fs, base = url_to_fs(path)
+    if not fs.exists(join(base, layout.PLAN)):  # create_store writes the plan last
+        log.info("--out %s: an earlier run was stopped while creating this store (it has no %s yet); "
+                 "creating it again", path, layout.PLAN)
+        return None
     if existing.get("config_fingerprint") != p.manifest.config_fingerprint:
         detail = _config_difference(existing, p.manifest)
         raise OutTaken(f"--out {path} holds a store from another configuration ({detail}); refusing to mix "
@@ -375,26 +420,58 @@ def check_out(p: Prepared, overwrite: bool) -> dict | None:
     return existing
 
 
-def open_or_create(p: Prepared, overwrite: bool) -> tuple[set, bool]:
-    """Returns (committed shard ids, static done). Refuses to mix configurations, and to replace
-    anything but a layerprobe store. Run the checks that can fail fast before this: it deletes."""
-    path = p.spec.out
-    existing = check_out(p, overwrite)
+def committed_in(p: Prepared, existing: dict | None) -> tuple[set, bool]:
+    """Read-only: (committed shard ids, static table committed) of the store check_out returned to
+    resume; nothing for a store about to be created or replaced."""
     if existing is None:
-        from pipeline.sharing.common import store_errors
-
-        with store_errors(path, "write to"):  # e.g. a bucket this run may read but not write
-            fs, base = url_to_fs(path)
-            if fs.exists(base):  # a layerprobe store (check_out refused anything else), under --overwrite
-                fs.rm(base, recursive=True)
-            create_store(path, p.manifest, p.plan, d_model=p.manifest.model.d_model,
-                         vocab_size=p.manifest.model.vocab_size)
         return set(), False
-    # Same configuration: resume. Keep the original manifest (creation time, versions).
-    p.manifest = Manifest.model_validate(existing)
-    fs, base = url_to_fs(path)
-    done = committed_ids(fs, base, [s.shard_id for s in p.plan.shards] + ["static"])
+    fs, base = url_to_fs(p.spec.out)
+    present = sorted(committed_ids(fs, base, [s.shard_id for s in p.plan.shards] + ["static"]), key=str)
+    # A record that is there but unreadable (a damaged copy, a hand edit) commits nothing: its shard
+    # is redone, which rewrites it, instead of the store being called complete.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def readable(shard_id) -> bool:
+        try:
+            return read_commit_record(fs, base, shard_id).config_fingerprint == p.manifest.config_fingerprint
+        except (ValueError, OSError):
+            return False
+
+    with ThreadPoolExecutor(min(16, max(1, len(present)))) as pool:
+        ok = dict(zip(present, pool.map(readable, present)))
+    bad = [i for i, good in ok.items() if not good]
+    if bad:
+        log.warning("--out %s: the commit record(s) of %s are unreadable or from another configuration: "
+                    "redoing %s", p.spec.out, ", ".join(f"shard {i}" for i in bad), "them" if len(bad) > 1 else "it")
+    done = {i for i, good in ok.items() if good}
     return done - {"static"}, "static" in done
+
+
+def create_or_resume(p: Prepared, existing: dict | None) -> None:
+    """The step that writes --out: create the store (replacing a layerprobe store under
+    --overwrite: check_out refused anything else), or resume `existing` with its own manifest
+    (creation time, versions). Everything that can refuse the run has run before this."""
+    if existing is not None:
+        p.manifest = Manifest.model_validate(existing)
+        return
+    path = p.spec.out
+    from pipeline.sharing.common import store_errors
+
+    with store_errors(path, "write to"):  # e.g. a bucket this run may read but not write
+        fs, base = url_to_fs(path)
+        if fs.exists(base):
+            fs.rm(base, recursive=True)
+        create_store(path, p.manifest, p.plan, d_model=p.manifest.model.d_model,
+                     vocab_size=p.manifest.model.vocab_size)
+
+
+def open_or_create(p: Prepared, overwrite: bool) -> tuple[set, bool]:
+    """check_out, committed_in and create_or_resume in one step, for callers that hold their own
+    worker (benchmarks, tests): returns (committed shard ids, static done)."""
+    existing = check_out(p, overwrite)
+    done = committed_in(p, existing)
+    create_or_resume(p, existing)
+    return done
 
 
 def finalize(p: Prepared) -> int:
@@ -462,6 +539,8 @@ def run_extract(spec: ExtractSpec, *, executor: str = "ray", workers: int | None
         raise LayerprobeError(f"unknown executor {executor!r}: expected ray or local")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise LayerprobeError(f"--workers must be a whole number of at least 1, got {workers!r}")
+    if executor == "local" and ray_address:
+        log.warning("--ray-address %s is ignored: --executor local runs in this process", ray_address)
     check_out_is_not_data(spec.out, spec.data)
     check_out_not_in_a_store(spec.out)
     check_out_reachable(spec.out)
@@ -473,26 +552,35 @@ def run_extract(spec: ExtractSpec, *, executor: str = "ray", workers: int | None
         return ExtractResult(spec.out, "dry run", n_shards=len(p.plan.shards), plan=p.plan, estimate=p.estimate,
                              **trunc)
     existing = check_out(p, spec.overwrite)
-    if not (existing and existing.get("complete")):  # a complete store is a no-op: no device needed
-        preflight(spec, executor, ray_address)
-    done, static_done = open_or_create(p, spec.overwrite)
+    done, static_done = committed_in(p, existing)
     todo = [s for s in p.plan.shards if s.shard_id not in done]
-    if not todo and static_done and p.manifest.complete:
+    if not todo and static_done and existing and existing.get("complete"):
         return ExtractResult(spec.out, "already complete", n_shards=len(p.plan.shards),
                              n_skipped=len(done), n_tokens=p.manifest.stats.n_tokens, plan=p.plan, **trunc)
-    if done:
-        log.info("resuming %s: %d of %d shards already committed, skipping them",
-                 spec.out, len(done), len(p.plan.shards))
     work = [(s, p.source.examples.part(s.example_start, s.example_end),
              int(p.input_lengths[s.example_start : s.example_end].sum())) for s in todo]
-    if executor == "local":
-        from pipeline.executors.local import run_local
-        run_local(spec, p.target, work, write_static=not static_done, progress=progress)
-    else:
-        from pipeline.executors.ray_executor import run_ray
-        wspec, wtarget = _for_workers(spec, p.target)
-        run_ray(wspec, wtarget, work, write_static=not static_done, workers=workers,
-                ray_address=ray_address, progress=progress)
+    workers_up = None
+    if work or not static_done:  # else only finalize is left (a run killed after its last commit)
+        preflight(spec, executor, ray_address)
+        # The workers load the model before --out is created or an old store replaced: weights that
+        # cannot load (missing, truncated, unlike config.json) refuse the run with --out as it was.
+        if executor == "local":
+            from pipeline.executors.local import LocalWorker
+            workers_up = LocalWorker(spec, p.target)
+        else:
+            from pipeline.executors.ray_executor import start_ray
+            wspec, wtarget = _for_workers(spec, p.target)
+            workers_up = start_ray(wspec, wtarget, n_shards=len(work), workers=workers, ray_address=ray_address)
+    try:
+        create_or_resume(p, existing)
+        if done:
+            log.info("resuming %s: %d of %d shards already committed, skipping them",
+                     spec.out, len(done), len(p.plan.shards))
+        if workers_up is not None:
+            workers_up.run(work, write_static=not static_done, progress=progress)
+    finally:
+        if workers_up is not None:
+            workers_up.stop()
     size = finalize(p)
     return ExtractResult(
         spec.out, "resumed" if done else "written", n_shards=len(p.plan.shards), n_skipped=len(done),

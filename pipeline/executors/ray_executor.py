@@ -27,34 +27,43 @@ MAX_ATTEMPTS = 3
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued: an actor never idles waiting for the driver
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RAY_CLIENT_PORT = 10001  # Ray's default client server port (ray start --head --ray-client-server-port)
+RAY_GCS_PORT = 6379      # Ray's default head (GCS) port (ray start --head --port): a `host:port` address
 # A reachable head answers a TCP connect in well under a second, even over a VPN; 5 s still lets a
 # lossy link retransmit the SYN twice (Linux resends it after 1 s and 3 s). Ray's own client retries
-# for ~40 s before giving up, so this answers an unreachable address 8x sooner.
-RAY_CLIENT_CONNECT_TIMEOUT_S = 5.0
+# for ~40 s before giving up, so this answers an unreachable address 8x sooner (and a `host:port`
+# one, where Ray waited ~14 minutes, 160x sooner).
+RAY_CONNECT_TIMEOUT_S = 5.0
 
 
-def check_ray_client_reachable(address: str | None, timeout: float = RAY_CLIENT_CONNECT_TIMEOUT_S) -> None:
-    """For a `ray://host[:port]` address, one TCP connect to the client server (port 10001 when none
-    is given), closed at once; raise LayerprobeError, one line, when it fails. Any other address
-    (None, "auto", "host:6379") is Ray's to resolve: nothing is checked."""
-    if not address or not address.startswith("ray://"):
+def check_ray_reachable(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """One TCP connect, closed at once, to the port an address names: a `ray://host[:port]`
+    client server (10001 when no port is given) or a `host[:port]` cluster head (its GCS, 6379);
+    raise LayerprobeError, one line, when it fails. None, "auto" and "local" are Ray's to resolve."""
+    if not address or address in ("auto", "local"):
         return
+    client = address.startswith("ray://")
+    if "://" in address and not client:
+        return  # not an address ray.init takes: Ray's own error says so
     try:
-        parts = urlsplit(address)
-        host, port = parts.hostname, parts.port or RAY_CLIENT_PORT
+        parts = urlsplit(address if client else f"//{address}")
+        host, port = parts.hostname, parts.port or (RAY_CLIENT_PORT if client else RAY_GCS_PORT)
     except ValueError as exc:  # a port that is not a number, or out of range
-        raise LayerprobeError(f"malformed Ray address {address}: {exc}; expected ray://host:port") from None
+        raise LayerprobeError(f"malformed Ray address {address}: {exc}; expected "
+                              f"{'ray://host:port' if client else 'host:port'}") from None
     if not host:
-        raise LayerprobeError(f"malformed Ray address {address}: no host; expected ray://host:port")
+        raise LayerprobeError(f"malformed Ray address {address}: no host; expected "
+                              f"{'ray://host:port' if client else 'host:port'}")
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
         reason = (f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError)
                   else exc.strerror or str(exc) or type(exc).__name__)
-        raise LayerprobeError(f"cannot reach the Ray client server at {address} ({host}:{port}): {reason}; check "
-                              f"the address, and that `ray start --head` runs there with its client server on "
-                              f"port {port} (--ray-client-server-port), or use --executor local") from None
+        what, flag = (("the Ray client server", "--ray-client-server-port") if client
+                      else ("the Ray head (GCS)", "--port"))
+        raise LayerprobeError(f"cannot reach {what} at {address} ({host}:{port}): {reason}; check the address, "
+                              f"and that `ray start --head` runs there listening on port {port} ({flag}), or use "
+                              "--executor local") from None
 
 
 def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
@@ -64,8 +73,8 @@ def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
         # No --ray-address: join the cluster named by RAY_ADDRESS (set inside `ray job submit`), or
         # start a local one.
         address = ray_address or os.environ.get("RAY_ADDRESS")
-        # An unreachable ray:// address answers here, in seconds, not after Ray's ~40 s of retries.
-        check_ray_client_reachable(address)
+        # An unreachable address answers here, in seconds, not after Ray's retries.
+        check_ray_reachable(address)
         kwargs = {"address": address} if address else {"num_cpus": num_cpus}
         # Workers import the project from the driver's environment; silence Ray's usage prompt.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -145,12 +154,79 @@ def _worker_resources(ray, workers: int | None, device: str = "auto") -> tuple[i
     return n, {"num_gpus": 0, "num_cpus": per_worker}, per_worker, None
 
 
-def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool, workers: int | None,
-            ray_address: str | None, progress: bool = True) -> list[dict]:
+class RayWorkers:
+    """Started shard workers (Ray actors), at least one with its model loaded: `start_ray` returns
+    only once a worker could load the model, so a model that cannot load refuses the run before
+    --out is created or an old store deleted. `run` extracts; `stop` kills the actors."""
+
+    def __init__(self, ray, actors: list):
+        self.ray, self.actors = ray, actors
+
+    def stop(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+
+    def run(self, work, *, write_static: bool, progress: bool = True) -> list[dict]:
+        ray, actors = self.ray, self.actors
+        n_workers = len(actors)
+        bar = Progress(sum(w[2] for w in work), len(work), progress)
+        pending = deque(range(len(work)))
+        attempts = [0] * len(work)
+        in_flight: dict = {}  # ObjectRef -> (work index, actor)
+        load = {i: 0 for i in range(n_workers)}
+        results: list[dict] = []
+
+        def submit(actor_i: int) -> None:
+            while pending and load[actor_i] < IN_FLIGHT_PER_WORKER:
+                wi = pending.popleft()
+                shard, examples, _ = work[wi]
+                attempts[wi] += 1
+                ref = actors[actor_i].run_shard.remote(shard, examples)
+                in_flight[ref] = (wi, actor_i)
+                load[actor_i] += 1
+
+        try:
+            if write_static:
+                try:
+                    ray.get(actors[0].write_static.remote())
+                except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
+                    # e.g. a float16 overflow in the embedding table: one line, like a shard's error
+                    raise _worker_error(exc, "the static embeddings") from None
+            for a in range(n_workers):
+                submit(a)
+            while in_flight:
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                ref = done[0]
+                wi, actor_i = in_flight.pop(ref)
+                load[actor_i] -= 1
+                try:
+                    results.append(ray.get(ref))
+                    bar.shard_done(work[wi][2])
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc.cause, LayerprobeError):
+                        raise exc.cause from None  # the same input fails the same way on any worker
+                    _retry_or_fail(wi, attempts, pending, exc, work[wi][0].shard_id)
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                    log.warning("worker for shard %d died (%s); re-queueing", work[wi][0].shard_id,
+                                type(exc).__name__)
+                    _retry_or_fail(wi, attempts, pending, exc, work[wi][0].shard_id)
+                submit(actor_i)
+                if pending and not in_flight:
+                    for a in range(n_workers):
+                        submit(a)
+        finally:
+            bar.close()
+        return results
+
+
+def start_ray(spec: ExtractSpec, target: StoreTarget, *, n_shards: int, workers: int | None,
+              ray_address: str | None) -> RayWorkers:
+    """Start the workers (at most one per shard to do) and wait until the first has loaded the
+    model; the others load theirs while it works."""
     ray = ensure_ray(ray_address)
 
     n_workers, resources, threads, write_threads = _worker_resources(ray, workers, spec.device)
-    n_workers = max(1, min(n_workers, len(work) or 1))
+    n_workers = max(1, min(n_workers, n_shards or 1))
 
     @ray.remote(max_restarts=2, max_task_retries=2)
     class ShardWorker(ShardExtractor):
@@ -169,56 +245,17 @@ def run_ray(spec: ExtractSpec, target: StoreTarget, work, *, write_static: bool,
     runtime_env = {"env_vars": arena_env()}
     actors = [ShardWorker.options(runtime_env=runtime_env, **resources).remote(spec, target, threads, write_threads)
               for _ in range(n_workers)]
-    bar = Progress(sum(w[2] for w in work), len(work), progress)
-    pending = deque(range(len(work)))
-    attempts = [0] * len(work)
-    in_flight: dict = {}  # ObjectRef -> (work index, actor)
-    load = {i: 0 for i in range(n_workers)}
-    results: list[dict] = []
-
-    def submit(actor_i: int) -> None:
-        while pending and load[actor_i] < IN_FLIGHT_PER_WORKER:
-            wi = pending.popleft()
-            shard, examples, _ = work[wi]
-            attempts[wi] += 1
-            ref = actors[actor_i].run_shard.remote(shard, examples)
-            in_flight[ref] = (wi, actor_i)
-            load[actor_i] += 1
-
+    pool = RayWorkers(ray, actors)
     try:
-        if write_static:
-            try:
-                ray.get(actors[0].write_static.remote())
-            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
-                # e.g. a float16 overflow in the embedding table: one line, like a shard's error
-                raise _worker_error(exc, "the static embeddings") from None
-        for a in range(n_workers):
-            submit(a)
-        while in_flight:
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = done[0]
-            wi, actor_i = in_flight.pop(ref)
-            load[actor_i] -= 1
-            try:
-                results.append(ray.get(ref))
-                bar.shard_done(work[wi][2])
-            except ray.exceptions.RayTaskError as exc:
-                if isinstance(exc.cause, LayerprobeError):
-                    raise exc.cause from None  # the same input fails the same way on any worker
-                _retry_or_fail(wi, attempts, pending, exc, work[wi][0].shard_id)
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
-                log.warning("worker for shard %d died (%s); re-queueing", work[wi][0].shard_id,
-                            type(exc).__name__)
-                _retry_or_fail(wi, attempts, pending, exc, work[wi][0].shard_id)
-            submit(actor_i)
-            if pending and not in_flight:
-                for a in range(n_workers):
-                    submit(a)
-    finally:
-        bar.close()
-        for a in actors:
-            ray.kill(a)
-    return results
+        first, _ = ray.wait([a.setup.remote() for a in actors], num_returns=1)
+        ray.get(first[0])
+    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
+        pool.stop()
+        raise _worker_error(exc, "loading the model") from None
+    except BaseException:
+        pool.stop()
+        raise
+    return pool
 
 
 def _retry_or_fail(wi, attempts, pending, exc, shard_id) -> None:

@@ -27,7 +27,7 @@ from pipeline.readers.base import Example
 from pipeline.store.writer import ShardWriter, peaks_and_cast, write_static_embeddings
 from schemas.job import ExtractSpec
 from schemas.manifest import ShardRecord
-from schemas.tables import EXAMPLE_FIXED_FIELDS, TOKENS_SCHEMA
+from schemas.tables import EXAMPLE_FIXED_FIELDS, TOKENS_SCHEMA, source_column
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class StoreTarget:
     max_length: int
     config_fingerprint: str
     storage_options: dict | None = None
+    # {source column: Arrow type or JSON_TEXT} over the whole source (schemas.tables.source_column_types)
+    column_types: dict | None = None
 
 
 def pick_device(requested: str) -> str:
@@ -101,6 +103,10 @@ class ShardExtractor:
             "attention": self._attention_name(),
             "torch": torch.__version__, "transformers": transformers.__version__,
         }
+        if not self._pin:
+            # A CPU matrix product of a few rows (a shard's last, small batch) rounds differently on
+            # 1 and 2 threads (MiniLM: ~1e-6), and the Ray executor splits the cores between workers.
+            self.written_with["torch_threads"] = torch.get_num_threads()
         # torch, transformers and the model leave ~460k objects for the cyclic GC to walk: each full
         # collection (every few shards, from the encodings' lists) took ~0.2 s. Frozen, they are
         # never walked again; they live as long as the worker anyway (collected first, so no garbage
@@ -144,7 +150,7 @@ class ShardExtractor:
                 written.extend(batch)
             tokens = build_tokens_table(encoded, kept, written, self.tokenizer,
                                         first_example_id=shard.example_start, first_row=shard.row_start)
-            examples_table = build_examples_table(examples, encoded, shard)
+            examples_table = build_examples_table(examples, encoded, shard, target.column_types)
             writer.finish(tokens, examples_table)
         except BaseException:
             writer.abort()
@@ -226,8 +232,10 @@ def thread_invariant_attention(device: str):
     store would depend on the worker count. Measured with torch 2.13 on a 2-core AMD EPYC VM: head_dim
     8 with odd sequence lengths 9-31 differs by up to 2.4e-7 (the tiny test models hit it);
     MiniLM's and GPT-2's shapes happened to agree, which no one can promise for every model and
-    CPU. The math backend rounds the same for any thread count (tests: 1-worker, 2-worker and local
-    stores are bit-identical). It costs 1-4% of MiniLM's CPU forward. GPUs are untouched (one
+    CPU. The math backend rounds the same for any thread count. It costs 1-4% of MiniLM's CPU forward.
+    The attention kernel is not the only thread-dependent op: a matrix product of a few rows (M < 16
+    measured, e.g. a one-sentence batch) splits its reduction across threads, so stores of different
+    thread counts agree to ~1e-6 there, and written_with records the thread count. GPUs are untouched (one
     worker per GPU)."""
     import contextlib
 
@@ -269,7 +277,10 @@ def build_tokens_table(encoded: list[Encoded], kept: list[np.ndarray], order: li
     return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in TOKENS_SCHEMA}, schema=TOKENS_SCHEMA)
 
 
-def build_examples_table(examples: list[Example], encoded: list[Encoded], shard: ShardRecord) -> pa.Table:
+def build_examples_table(examples: list[Example], encoded: list[Encoded], shard: ShardRecord,
+                         column_types: dict | None = None) -> pa.Table:
+    """One row per example of the shard: the fixed columns, then the source's own, each source
+    column typed as `column_types` says for the whole source (else inferred from this shard)."""
     cols: dict[str, list] = {
         "example_id": list(range(shard.example_start, shard.example_end)),
         "shard_id": [shard.shard_id] * len(examples),
@@ -286,8 +297,12 @@ def build_examples_table(examples: list[Example], encoded: list[Encoded], shard:
         "target_found": [e.target_found for e in encoded],
     }
     types = {f.name: f.type for f in EXAMPLE_FIXED_FIELDS}
-    for key in dict.fromkeys(k for ex in examples for k in ex.columns):
+    arrays = {name: pa.array(values, type=types[name]) for name, values in cols.items()}
+    keys = list(column_types) if column_types is not None else dict.fromkeys(k for ex in examples for k in ex.columns)
+    for key in keys:
         # Source columns keep their names, unless one would shadow a fixed column.
-        cols[f"source_{key}" if key in types else key] = [ex.columns.get(key) for ex in examples]
-    arrays = {name: pa.array(values, type=types.get(name)) for name, values in cols.items()}
+        values = [ex.columns.get(key) for ex in examples]
+        kind = (column_types or {}).get(key)
+        arrays[f"source_{key}" if key in types else key] = (source_column(values, kind) if kind is not None
+                                                            else pa.array(values))
     return pa.table(arrays)

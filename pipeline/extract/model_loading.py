@@ -230,18 +230,47 @@ def load_model(ref: ModelRef, *, model_dtype: str = "auto", device: str = "cpu",
         kwargs["use_safetensors"] = True
     try:
         model = AutoModel.from_pretrained(ref.location, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        if not ref.is_local:
+    except LayerprobeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any loader failure (truncated safetensors, shapes unlike
+        # config.json, a broken GGUF) is one line about the model, not a traceback
+        if not ref.is_local and isinstance(exc, (OSError, ValueError)):
             raise _hub_error(ref, exc) from exc
-        msg = str(exc)
-        if "safetensors" in msg and not allow_pickle:
-            raise LayerprobeError(
-                f"{ref.name} has no safetensors weights; pickled checkpoints can run code when loaded, "
-                "so they load only with --allow-pickle"
-            ) from exc
-        raise LayerprobeError(f"cannot load the model at {ref.name}: {msg.splitlines()[0]}") from exc
+        raise _load_error(ref, exc, allow_pickle) from exc
     model.eval()
     return model.to(device)
+
+
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def _load_error(ref: ModelRef, exc: Exception, allow_pickle: bool) -> LayerprobeError:
+    msg = (str(exc).strip().splitlines() or [""])[0][:300]
+    folder = Path(ref.location)
+    if ref.is_local and not ref.gguf_file and folder.is_dir():
+        if not list(folder.glob("*.safetensors")):
+            if not any(next(folder.glob(pattern), None) for pattern in PICKLED_WEIGHTS):
+                return LayerprobeError(f"{ref.name} has no weight files (no *.safetensors, nor a pickled "
+                                       "*.bin/*.pt checkpoint): copy the model's weights there")
+            if not allow_pickle:
+                return LayerprobeError(f"{ref.name} has no safetensors weights, only a pickled checkpoint; "
+                                       "pickled checkpoints can run code when loaded, so they load only with "
+                                       "--allow-pickle")
+    if "mismatched" in msg or "size mismatch" in msg:
+        msg = f"its weights do not fit its config.json ({msg})"
+    return LayerprobeError(f"cannot load the model at {ref.name}: {type(exc).__name__}: {msg}")
+
+
+def check_tokenizer_fits(name: str, config, tokenizer) -> None:
+    """Refuse a tokenizer far smaller than the model's vocabulary: transformers builds a stub (5
+    tokens for a BERT folder without vocab.txt or tokenizer.json) and every stored token would be
+    [UNK]. Embedding tables are often padded past the tokenizer (50304 vs 50257): only a tokenizer
+    under half of vocab_size is taken as missing files."""
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0 and len(tokenizer) < vocab / 2:
+        raise LayerprobeError(
+            f"the tokenizer of {name} has {len(tokenizer)} tokens but the model's vocabulary has {vocab}: its "
+            "tokenizer files (tokenizer.json, vocab.txt, ...) are missing or belong to another model")
 
 
 # RoBERTa-style models number positions from padding_idx + 1, so `max_position_embeddings` counts

@@ -74,6 +74,16 @@ def _export(args) -> int:
     return 0
 
 
+def _count_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
+    return n
+
+
 def _export_layer_arg(value: str):
     if value == "static":
         return value
@@ -98,7 +108,7 @@ def add_sharing_parsers(sub) -> None:
     p = sub.add_parser("validate", help="re-hash every chunk and table against the commit records")
     p.add_argument("store", help="store path or URL (file://, http(s)://, s3://)")
     p.add_argument("--skip-static", action="store_true", help="don't check the static embeddings")
-    p.add_argument("--max-problems", type=int, default=50, help="problems to print (all are counted)")
+    p.add_argument("--max-problems", type=_count_arg, default=50, help="problems to print (all are counted)")
     so(p)
     p.set_defaults(func=_validate)
 

@@ -134,7 +134,9 @@ def store_errors(path: str, action: str = "open"):
     except StoreError:
         raise
     except FileNotFoundError as exc:
-        raise StoreError(f"cannot {action} {path}: missing {exc.args[0] if exc.args else 'file'}") from None
+        # FileNotFoundError(2, "No such file or directory", name) or fsspec's FileNotFoundError(name)
+        name = exc.filename or next((a for a in exc.args if isinstance(a, str)), None)
+        raise StoreError(f"cannot {action} {path}: {exc.strerror or 'missing'}" + (f" ({name})" if name else "")) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])

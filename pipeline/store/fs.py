@@ -15,8 +15,21 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+# fsspec's backends for the object stores the README names, each its own package
+_BACKENDS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+             "abfss": "adlfs", "adl": "adlfs"}
+
+
 def url_to_fs(path: str, storage_options: dict | None = None):
-    fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    try:
+        fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    except ImportError as exc:  # the URL's fsspec backend is not installed
+        from pipeline.errors import StoreError
+
+        protocol = path.split("://", 1)[0]
+        package = _BACKENDS.get(protocol)
+        hint = f"pip install {package}" if package else "install the fsspec backend for it"
+        raise StoreError(f"{path}: {protocol}:// needs a package that is not installed ({hint}; {exc})") from None
     return fs, root.rstrip("/")
 
 

@@ -82,6 +82,9 @@ class Store:
         self.path = path
         self.storage_options = storage_options
         self._fs, self._base = url_to_fs(path, storage_options)
+        if isinstance(self._fs, LocalFileSystem) and os.path.isfile(self._base):
+            raise StoreError(f"{path} is a file, not a store (a store is a folder holding zarr.json, "
+                             "hidden_states/ and meta/)")
         try:
             self._root = zarr.open_group(store=path, mode="r", zarr_format=3,
                                          storage_options=storage_options or None)

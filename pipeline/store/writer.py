@@ -55,15 +55,20 @@ def compressors_for(codec: str):
     raise ValueError(f"unknown codec {codec!r}")
 
 
-def open_group(path: str, mode: str, storage_options: dict | None = None) -> zarr.Group:
+def open_group(path: str, mode: str, storage_options: dict | None = None, attributes: dict | None = None) -> zarr.Group:
     return zarr.open_group(store=path, mode=mode, storage_options=storage_options or None,
-                           zarr_format=3)
+                           zarr_format=3, attributes=attributes)
 
 
 def create_store(path: str, manifest: Manifest, plan: ShardPlan, *, d_model: int, vocab_size: int,
                  storage_options: dict | None = None) -> None:
-    """Create the arrays, the plan and the manifest (complete=False). Nothing is visible yet."""
-    root = open_group(path, "w", storage_options)
+    """Create the manifest (complete=False), the arrays, then the plan. Nothing is visible yet.
+
+    The manifest goes into the very first zarr.json: a run killed at any point after it leaves a
+    folder that says it is layerprobe's, which the next run may replace (no plan.json yet: creation
+    was interrupted, see extract_job.check_out), never an anonymous Zarr group it must refuse."""
+    root = open_group(path, "w", storage_options,
+                      attributes={layout.MANIFEST_ATTR: manifest.model_dump(mode="json")})
     dtype = np.dtype(manifest.dtype)
     compressors = compressors_for(manifest.codec)
     cfg = {"write_empty_chunks": True}  # every chunk is a file, so `validate` can tell missing from zero
@@ -89,8 +94,7 @@ def create_store(path: str, manifest: Manifest, plan: ShardPlan, *, d_model: int
     )
     root.create_group(layout.META)
     fs, base = url_to_fs(path, storage_options)
-    write_json(fs, join(base, layout.PLAN), plan.model_dump())
-    write_manifest(path, manifest, storage_options)
+    write_json(fs, join(base, layout.PLAN), plan.model_dump())  # last: the store is fully created
 
 
 def write_manifest(path: str, manifest: Manifest, storage_options: dict | None = None) -> None:

@@ -138,6 +138,92 @@ def test_overwrite_keeps_the_store_when_a_fail_fast_check_refuses_the_run(tiny_g
     assert open_store(complete_store).complete
 
 
+def _broken_copy(model: Path, dest: Path, how: str) -> Path:
+    import shutil
+
+    shutil.copytree(model, dest)
+    weights = dest / "model.safetensors"
+    if how == "no weights":
+        weights.unlink()
+    elif how == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "weights unlike config":  # vocab_size no longer matches the embedding table
+        cfg = json.loads((dest / "config.json").read_text())
+        cfg["vocab_size"] += 50
+        (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+@pytest.mark.parametrize("how, message", [
+    ("no weights", "has no weight files"),
+    ("truncated weights", "cannot load the model at"),
+    ("weights unlike config", "cannot load the model at"),
+])
+def test_a_model_that_cannot_load_is_one_line_and_overwrite_keeps_the_old_store(
+        tiny_gpt2, jsonl, complete_store, tmp_path, capsys, how, message):
+    # The model is loaded before --out is touched: --overwrite used to delete the store first.
+    broken = _broken_copy(tiny_gpt2, tmp_path / "broken", how)
+    files = sorted((p, p.read_bytes()) for p in complete_store.rglob("*") if p.is_file())
+    assert main(extract(broken, jsonl, complete_store, "--overwrite")) == 2
+    assert message in one_error_line(capsys)
+    assert sorted((p, p.read_bytes()) for p in complete_store.rglob("*") if p.is_file()) == files
+    assert not (tmp_path / "fresh.zarr").exists()
+    assert main(extract(broken, jsonl, tmp_path / "fresh.zarr")) == 2  # and a new store is never started
+    assert message in one_error_line(capsys) and not (tmp_path / "fresh.zarr").exists()
+
+
+def test_a_model_folder_without_its_tokenizer_files_is_refused(tiny_bert, jsonl, tmp_path, capsys):
+    # transformers builds a 5-token stub for a BERT folder without vocab.txt: every token was [UNK].
+    import shutil
+
+    bare = tmp_path / "no-tokenizer"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_bert / name, bare / name)
+    assert main(extract(bare, jsonl, tmp_path / "s.zarr")) == 2
+    line = one_error_line(capsys)
+    assert "tokenizer" in line and not (tmp_path / "s.zarr").exists()
+
+
+def test_a_run_stopped_while_creating_its_store_is_created_again(tiny_gpt2, jsonl, tmp_path, capsys, monkeypatch):
+    # Killed between the first zarr.json and the plan (the last file create_store writes): the
+    # folder says it is layerprobe's, so the next run recreates it instead of refusing it forever.
+    from pipeline.store import writer
+
+    out = tmp_path / "s.zarr"
+    real = writer.write_json
+
+    def stop_at_the_plan(fs, path, obj):
+        if path.endswith("plan.json"):
+            raise KeyboardInterrupt
+        return real(fs, path, obj)
+
+    monkeypatch.setattr(writer, "write_json", stop_at_the_plan)
+    assert main(extract(tiny_gpt2, jsonl, out)) == 130  # the CLI's answer to Ctrl-C
+    assert (out / "zarr.json").exists() and not (out / "meta" / "plan.json").exists()
+    monkeypatch.setattr(writer, "write_json", real)
+    assert main(extract(tiny_gpt2, jsonl, out)) == 0
+    assert open_store(out).complete
+
+
+def test_an_empty_folder_or_empty_zarr_group_as_out_is_used_not_refused(tiny_gpt2, jsonl, tmp_path, capsys):
+    empty = tmp_path / "made-by-hand.zarr"
+    empty.mkdir()
+    assert main(extract(tiny_gpt2, jsonl, empty)) == 0
+    group = tmp_path / "group.zarr"
+    group.mkdir()
+    (group / "zarr.json").write_text(json.dumps({"attributes": {}, "zarr_format": 3, "node_type": "group"}))
+    assert main(extract(tiny_gpt2, jsonl, group)) == 0
+    assert open_store(empty).complete and open_store(group).complete
+
+
+def test_chunks_too_big_to_buffer_are_refused_at_planning(tiny_gpt2, jsonl, tmp_path, capsys):
+    out = tmp_path / "s.zarr"
+    assert main(["extract", "--model", str(tiny_gpt2), "--data", str(jsonl), "--out", str(out),
+                 "--chunk-rows", "50000000", "--dry-run"]) == 2
+    assert "--chunk-rows 50000000 makes 6,104 MiB chunks" in one_error_line(capsys) and not out.exists()
+
+
 def test_unreachable_ray_is_one_line_and_creates_no_store(tiny_gpt2, jsonl, tmp_path, capsys, monkeypatch):
     _no_ray_cluster(monkeypatch)
     out = tmp_path / "s.zarr"

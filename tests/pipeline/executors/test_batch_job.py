@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -223,17 +224,29 @@ def test_a_missing_dataset_names_both_places_looked_in(tiny_gpt2, tmp_path, monk
             f"{tmp_path / 'jobs' / 'data/missing.jsonl'} exists") in out
 
 
-def test_a_type_error_inside_a_probe_is_a_bug_not_a_bad_option(tiny_gpt2, tmp_path, monkeypatch):
+def test_a_bug_in_one_combination_is_reported_with_its_traceback_and_the_others_still_run(
+        tiny_gpt2, tmp_path, monkeypatch, capsys, caplog):
+    # A TypeError inside a probe is a bug, not a bad option: it is not reworded as one, its
+    # traceback is logged, and the next combination (an overnight job's other models) still runs.
     import jobs.wic
 
+    calls = []
+
     def run_wic(*, store, out, fit="train", eval=None):  # a valid option set, and a bug inside
-        return len(None)
+        calls.append(store)
+        if len(calls) == 1:
+            return len(None)
 
     monkeypatch.setattr(jobs.wic, "run_wic", run_wic)
-    job = write_job(tmp_path / "job.yaml", output=str(tmp_path / "runs"), models=[str(tiny_gpt2)],
+    other = tmp_path / "other-gpt2"
+    shutil.copytree(tiny_gpt2, other)
+    job = write_job(tmp_path / "job.yaml", output=str(tmp_path / "runs"), models=[str(tiny_gpt2), str(other)],
                     datasets=[str(SAMPLES_DIR / "wic")], layers="0,1", limit=8, probes=["wic"])
-    with pytest.raises(TypeError, match="has no len"):
-        run_batch_job(job, executor="local", progress=False)
+    failed = run_batch_job(job, executor="local", progress=False)
+    assert failed == [f"{tiny_gpt2.name}/wic/base"] and len(calls) == 2
+    out = capsys.readouterr().out
+    assert "unexpected TypeError" in out and "1 of 2 combinations succeeded" in out
+    assert any(r.exc_info and r.exc_info[0] is TypeError for r in caplog.records)
 
 
 def test_run_refusing_an_existing_store_gives_advice_that_works_for_run(tiny_gpt2, jsonl, tmp_path, capsys):

@@ -1,5 +1,5 @@
-"""An unreachable ray:// address is refused in seconds, with one line, before Ray starts: Ray's own
-client retries for ~40 s first."""
+"""An unreachable Ray address is refused in seconds, with one line, before Ray starts: Ray's own
+client retries for ~40 s first (a ray:// address), its driver ~14 minutes (a host:port one)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.errors import LayerprobeError
 from pipeline.executors import ray_executor
-from pipeline.executors.ray_executor import check_ray_client_reachable, connect_ray
+from pipeline.executors.ray_executor import check_ray_reachable, connect_ray
 
 
 def _closed_port() -> int:
@@ -36,7 +36,7 @@ def test_a_closed_ray_client_port_is_refused_quickly_with_one_line():
     address = f"ray://127.0.0.1:{port}"
     t0 = time.monotonic()
     with pytest.raises(LayerprobeError) as info:
-        check_ray_client_reachable(address)
+        check_ray_reachable(address)
     assert time.monotonic() - t0 < 10
     msg = str(info.value)
     assert "\n" not in msg and address in msg and "ray start --head" in msg
@@ -56,8 +56,8 @@ def test_a_listening_ray_client_port_passes_the_check():
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         port = server.getsockname()[1]
-        check_ray_client_reachable(f"ray://127.0.0.1:{port}")
-        check_ray_client_reachable(f"ray://localhost:{port}/")
+        check_ray_reachable(f"ray://127.0.0.1:{port}")
+        check_ray_reachable(f"ray://localhost:{port}/")
 
 
 def test_the_default_ray_client_port_is_10001(monkeypatch):
@@ -75,22 +75,46 @@ def test_the_default_ray_client_port_is_10001(monkeypatch):
         return Conn()
 
     monkeypatch.setattr(ray_executor.socket, "create_connection", create_connection)
-    check_ray_client_reachable("ray://head.example")
-    assert seen == [(("head.example", 10001), ray_executor.RAY_CLIENT_CONNECT_TIMEOUT_S)]
-    assert 3 <= ray_executor.RAY_CLIENT_CONNECT_TIMEOUT_S <= 5
+    check_ray_reachable("ray://head.example")
+    assert seen == [(("head.example", 10001), ray_executor.RAY_CONNECT_TIMEOUT_S)]
+    assert 3 <= ray_executor.RAY_CONNECT_TIMEOUT_S <= 5
 
 
-@pytest.mark.parametrize("address", [None, "", "auto", "127.0.0.1:6379", "localhost:1"])
-def test_addresses_that_are_not_ray_client_ones_are_left_to_ray(address, monkeypatch):
+@pytest.mark.parametrize("address", [None, "", "auto", "local"])
+def test_addresses_ray_resolves_itself_are_left_to_ray(address, monkeypatch):
     def create_connection(*args, **kwargs):
-        raise AssertionError("a non-ray:// address was checked")
+        raise AssertionError(f"{address!r} was checked")
 
     monkeypatch.setattr(ray_executor.socket, "create_connection", create_connection)
-    check_ray_client_reachable(address)
+    check_ray_reachable(address)
 
 
 @pytest.mark.parametrize("address", ["ray://host:notaport", "ray://:10001"])
 def test_a_malformed_ray_client_address_is_one_line(address):
     with pytest.raises(LayerprobeError, match="malformed Ray address") as info:
-        check_ray_client_reachable(address)
+        check_ray_reachable(address)
     assert "\n" not in str(info.value)
+
+
+def test_a_closed_head_port_is_refused_in_seconds_not_after_rays_fourteen_minutes(no_ray_init):
+    port = _closed_port()
+    t0 = time.monotonic()
+    with pytest.raises(LayerprobeError, match=rf"cannot reach the Ray head \(GCS\) at 127.0.0.1:{port}") as info:
+        connect_ray(f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 10 and "--port" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_head_address_without_a_port_is_checked_on_rays_default_6379(monkeypatch):
+    seen = []
+
+    class Conn:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(ray_executor.socket, "create_connection", lambda addr, timeout: seen.append(addr) or Conn())
+    check_ray_reachable("head.example")
+    check_ray_reachable("10.0.0.5:6380")
+    assert seen == [("head.example", 6379), ("10.0.0.5", 6380)]

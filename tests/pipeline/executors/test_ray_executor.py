@@ -229,6 +229,24 @@ def test_a_user_error_in_a_ray_worker_comes_back_with_its_own_message(ray_cluste
     assert msg.endswith("store this model with --dtype float32") and "\n" not in msg and "\x1b" not in msg
 
 
+def test_a_model_no_ray_worker_can_load_refuses_the_run_before_the_store_is_touched(ray_cluster, tiny_gpt2,
+                                                                                    small_store, tmp_path):
+    # The workers load the model before --out is created or replaced: --overwrite with weights that
+    # do not load keeps the old store, and the error is the worker's one line.
+    from pipeline.errors import LayerprobeError
+
+    broken = tmp_path / "truncated"
+    shutil.copytree(tiny_gpt2, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    data, store = small_store
+    files = sorted((p, p.read_bytes()) for p in Path(store).rglob("*") if p.is_file())
+    with pytest.raises(LayerprobeError, match="cannot load the model at") as info:
+        run_extract(spec(broken, data, store, overwrite=True), executor="ray", workers=2, progress=False)
+    assert "\n" not in str(info.value)
+    assert sorted((p, p.read_bytes()) for p in Path(store).rglob("*") if p.is_file()) == files
+
+
 def test_another_worker_exception_is_one_line_naming_the_shard_and_the_exception():
     import ray.exceptions
 
@@ -283,6 +301,24 @@ def test_a_resume_with_another_batch_size_is_recorded_as_mixed(small_store, tiny
     assert f"64 ({result.n_shards - 2} shards)" in line and "16 (2 shards)" in line and "[MIXED" in line
 
 
+def test_a_resume_with_another_worker_count_records_the_torch_threads_as_mixed(ray_cluster, small_store,
+                                                                              tiny_gpt2, caplog):
+    # --workers splits a node's cores; a matrix product of a few rows rounds differently on 1 and 2
+    # threads, so the thread count is recorded like --batch-tokens.
+    import torch
+
+    if torch.get_num_threads() == 1:
+        pytest.skip("one core: every worker count runs one thread")
+    data, out = small_store
+    n = len(open_store(out).plan.shards)
+    assert open_store(out).manifest["written_with"]["torch_threads"] == {str(torch.get_num_threads()): n}
+    (out / "meta" / "commits" / "shard-00000.json").unlink()
+    run_extract(spec(tiny_gpt2, data, out), executor="ray", workers=2, progress=False)
+    local = str(torch.get_num_threads())  # the Ray session has 2 CPUs: 2 workers take 1 thread each
+    assert open_store(out).manifest["written_with"]["torch_threads"] == {local: n - 1, "1": 1}
+    assert "different torch_threads" in caplog.text
+
+
 def test_inspect_does_not_call_a_store_with_missing_commit_records_completed(small_store):
     from pipeline.sharing.inspect import format_inspect, inspect_store
 
@@ -306,13 +342,21 @@ def test_a_resumed_store_with_shards_from_before_written_with_shows_them_as_unkn
     assert validate_store(str(out)).ok
 
 
-def test_an_unreadable_commit_record_at_finalize_is_one_clear_error(small_store, tiny_gpt2):
+def test_an_unreadable_commit_record_is_redone_by_a_rerun_not_called_complete(small_store, tiny_gpt2, caplog):
+    # It used to count as committed: a complete store with one said "already complete" (validate
+    # said otherwise), and a resume failed at finalize.
     data, out = small_store
+    before = {L: open_store(out).layer(L) for L in open_store(out).layers}
     records = sorted((out / "meta" / "commits").glob("shard-*.json"))
+    good = records[0].read_text()
     records[0].write_text('{"shard_id": 0')  # truncated
-    records[-1].unlink()
-    with pytest.raises(StoreError, match=r"commit record .*shard-00000.json is unreadable: delete it and re-run"):
-        run_extract(spec(tiny_gpt2, data, out), executor="local", progress=False)
+    result = run_extract(spec(tiny_gpt2, data, out), executor="local", progress=False)
+    assert result.status == "resumed" and result.n_skipped == result.n_shards - 1
+    assert "shard 0 are unreadable" in caplog.text
+    assert json.loads(records[0].read_text())["chunk_crc32"] == json.loads(good)["chunk_crc32"]
+    assert validate_store(str(out)).ok
+    for L, values in before.items():
+        np.testing.assert_array_equal(open_store(out).layer(L), values)
 
 
 def test_inspect_shows_a_hand_edited_written_with_instead_of_crashing(small_store):

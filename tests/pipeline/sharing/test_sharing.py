@@ -211,6 +211,10 @@ def test_not_a_store(tmp_path, capsys):
         args = cmd + [str(tmp_path / "empty")] + ([str(tmp_path / "dst")] if cmd == ["copy"] else [])
         rc = main(args)
         _one_line_error(capsys, 2, rc)
+    (tmp_path / "data.csv").write_text("text\nhello\n")
+    for cmd in (["validate"], ["inspect"], ["probe", "wic", "--out", str(tmp_path / "o"), "--store"]):
+        rc = main(cmd + [str(tmp_path / "data.csv")])
+        assert "data.csv is a file, not a store" in _one_line_error(capsys, 2, rc)
 
 
 # -- security --------------------------------------------------------------------------------------

@@ -35,3 +35,17 @@ def test_enclosing_store_finds_the_store_above_a_path(tmp_path):
     (store / "zarr.json").write_text(json.dumps({"attributes": {"layerprobe": {"format": "layerprobe-store"}}}))
     assert enclosing_store(str(store / "meta" / "probes")) == str(store)
     assert enclosing_store(str(tmp_path / "elsewhere")) is None
+
+
+def test_an_object_store_url_without_its_fsspec_backend_names_the_package(monkeypatch):
+    import fsspec
+
+    from pipeline.errors import StoreError
+    from pipeline.store.fs import url_to_fs
+
+    def no_backend(path, **kw):
+        raise ImportError("Please install gcsfs to access Google Storage")
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", no_backend)
+    with pytest.raises(StoreError, match=r"gs:// needs a package that is not installed \(pip install gcsfs"):
+        url_to_fs("gs://bucket/x.zarr")
