@@ -52,7 +52,7 @@ def _common(p: argparse.ArgumentParser, fit: str, eval_: str | None) -> None:
                    help="comma-separated splits to score, e.g. 'dev,test' or 'dev[80%%:]' (default: "
                         + (eval_ or "every labelled split the fit selection does not draw from") + "); an eval "
                         "selection sharing units with the fit selection is refused")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed, an integer in [0, 2**32 - 1] (default 0)")
     p.add_argument("--out", required=True, help="output folder for <probe>.csv/.json/.png")
 
 
@@ -71,7 +71,8 @@ def add_probe_parsers(subparsers) -> argparse.ArgumentParser:
                         "each side's 30 vectors z-scored with their own statistics, not both sides pooled; a "
                         "final batch under 15 pairs joins the previous one), none")
     p.add_argument("--threshold-grid", type=float, default=None, metavar="STEP",
-                   help="search the threshold on a grid of this step in [-1, 1] (default: observed midpoints)")
+                   help="search the threshold on a grid of this step (1e-6 to 2) in [-1, 1] (default: observed "
+                        "midpoints, the exact best threshold)")
     p.set_defaults(func=_cmd_wic)
 
     p = sub.add_parser("polar", help="polar probe (and the structural-probe baseline) on dependency trees")

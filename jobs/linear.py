@@ -7,8 +7,10 @@ the fit split's statistics; the static embedding table is probed as layer `stati
 
 Labels must be categorical, checked before any layer is read: numeric columns (head indices,
 positions, counts, scores) are refused, and so is a label with fewer than 2 classes or with more
-distinct values than half the labelled units of the fit split (an identifier such as sent_id). Eval
-selections sharing sentences (examples) with the fit selection are refused (jobs.splits).
+distinct values than half its labelled units in the store (an identifier such as sent_id); a
+categorical label whose fit selection is too small to train on (fewer than 2 units per class, or a
+single class) is refused as such. Eval selections sharing sentences (examples) with the fit
+selection are refused (jobs.splits).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from jobs.baselines import majority_accuracy
+from jobs.checks import check_seed, is_int
 from jobs.results import Series, prepare_out_dir, write_results
 from jobs.splits import (check_eval_splits_exist, example_splits, parse_selector_list, refuse_shared_groups,
                          select_fit_eval, split_names)
@@ -34,6 +37,9 @@ ALIASES = {"deprel": "deprels", "lemma": "lemmas", "head": "heads"}
 # inverse L2 regularisation strength of the logistic regression (scikit-learn's default; not tuned)
 C = 1.0
 UNIVERSAL = {"deprels"}
+# Fewest labelled units (over the store) on which a label with more distinct values than half its
+# units is called an identifier rather than too little data.
+MIN_UNITS_TO_TELL = 20
 
 
 # ---------------------------------------------------------------- pure pieces
@@ -137,18 +143,46 @@ def _resolve_label(examples, label: str) -> tuple[str, bool]:
     return col, pa.types.is_list(examples.schema.field(col).type)
 
 
-def check_categorical(label: str, labels: list[str], fit: str, unit: str) -> None:
+def check_categorical(label: str, labels: list[str], fit: str, unit: str,
+                      store_labels: list[str] | None = None) -> None:
     """Refuse fit labels that cannot be classes: fewer than 2, or more distinct values than half
-    the labelled units (an identifier: every unit its own class, nothing to generalise)."""
+    the labelled units (an identifier: every unit its own class, nothing to generalise).
+
+    Why fit labels are refused is told from `store_labels` (the label's values over the whole store;
+    the fit labels when not given): a label is an identifier when it has more distinct values than
+    half its units in the store, with at least MIN_UNITS_TO_TELL of them; a few words of a fit
+    selection as small as dev[:1] have mostly distinct values for any label. A label categorical on
+    the store is refused as a fit selection too small to train on."""
     n, k = len(labels), len(set(labels))
-    if k < 2:
-        raise LayerprobeError(f"label {label!r} has {k} class{'es' if k != 1 else ''} in the fit selection "
-                              f"{fit!r} ({n:,} labelled {unit}): a classifier needs at least 2")
-    if k > n / 2:
+    if 2 <= k <= n / 2:
+        return
+    store_labels = labels if store_labels is None else store_labels
+    n_all, k_all = len(store_labels), len(set(store_labels))
+    store_says = f"the store has {k_all:,} class{'es' if k_all != 1 else ''} over {n_all:,} labelled {unit}"
+    name = split_names(fit)[0]
+    more = f"select more for the fit, e.g. --fit '{name}[:80%]' --eval '{name}[80%:]'"
+    if k_all < 2:
+        raise LayerprobeError(f"label {label!r} has {k_all} class{'es' if k_all != 1 else ''} in the store "
+                              f"({n_all:,} labelled {unit}): a classifier needs at least 2")
+    if k_all > n_all / 2:
+        if n_all < MIN_UNITS_TO_TELL:
+            raise LayerprobeError(
+                f"label {label!r} has {k_all:,} distinct values over only {n_all:,} labelled {unit} in the whole "
+                f"store: too few to tell classes from an identifier, or to train on; extract more examples")
         raise LayerprobeError(
-            f"label {label!r} is not categorical: {k:,} distinct values over {n:,} labelled {unit} in the fit "
-            f"selection {fit!r} (more than half the {unit} have a value of their own, like an identifier); "
-            "pick a label with a few classes, such as upos or deprel")
+            f"label {label!r} is not categorical: {k_all:,} distinct values over {n_all:,} labelled {unit} in the "
+            f"store ({k:,} over {n:,} in the fit selection {fit!r}): more than half the {unit} have a value of "
+            "their own, like an identifier; pick a label with a few classes, such as upos or deprel")
+    if k < 2:  # categorical on the store: the fit selection is too small, or all of one class
+        few = f"which has only {n:,} labelled {unit if n != 1 else unit[:-1]}" if n < MIN_UNITS_TO_TELL else \
+            f"all {n:,} labelled {unit} of it"
+        raise LayerprobeError(
+            f"label {label!r} has {k} class{'es' if k != 1 else ''} in the fit selection {fit!r}, {few} "
+            f"({store_says}): a classifier needs at least 2; "
+            + (more if n < MIN_UNITS_TO_TELL else "pick a fit selection holding several classes"))
+    raise LayerprobeError(
+        f"the fit selection {fit!r} has only {n:,} labelled {unit} for the {k:,} classes of label {label!r} "
+        f"in it (fewer than 2 {unit} per class; {store_says}): too few to train a classifier on; {more}")
 
 
 def partially_kept_words(tokens, examples) -> set[tuple[int, int]]:
@@ -180,10 +214,17 @@ def _norm_label(v, col) -> str | None:
     return v.split(":", 1)[0] if col in UNIVERSAL else v
 
 
-def check_settings(*, max_iter: int = 1000) -> None:
+def labels_in_store(values: list, col: str, word_level: bool) -> list[str]:
+    """The label's values over the whole store (every example, every word; nulls left out)."""
+    flat = (v for vals in values for v in (vals or [])) if word_level else iter(values)
+    return [lab for lab in (_norm_label(v, col) for v in flat) if lab is not None]
+
+
+def check_settings(*, max_iter: int = 1000, seed: int = 0) -> None:
     """Refuse settings the probe cannot run, before any work (a job checks them before extracting)."""
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+    if not is_int(max_iter) or max_iter < 1:
         raise LayerprobeError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    check_seed(seed)
 
 
 COLUMN_GLOSSARY = {
@@ -203,7 +244,7 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
                control: bool = False, seed: int = 0, layers: list[int] | None = None, static: bool = True,
                max_iter: int = 1000, echo: bool = True) -> list[dict]:
     """Logistic-regression probe accuracy per layer (and static). Returns the result rows."""
-    check_settings(max_iter=max_iter)
+    check_settings(max_iter=max_iter, seed=seed)
     evals = parse_selector_list(eval) if isinstance(eval, str) else list(eval)
     split_names(fit)          # a malformed --fit fails here, before any work
     prepare_out_dir(out)
@@ -274,7 +315,8 @@ def run_linear(*, store: Any, out: str | os.PathLike, label: str, fit: str = "de
     fit_items, fit_drop = items(fit_units)
     if len(fit_items.labels) == 0:
         raise LayerprobeError(f"fit split {fit!r} has no labelled {'words' if word_level else 'examples'}")
-    check_categorical(label, fit_items.labels, fit, "words" if word_level else "examples")
+    check_categorical(label, fit_items.labels, fit, "words" if word_level else "examples",
+                      store_labels=labels_in_store(values, col, word_level))
     dropped = {fit: fit_drop}
     eval_items = []
     for sel, units in zip(evals, eval_units):

@@ -25,8 +25,10 @@ import numpy as np
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 from jobs.baselines import majority
+from jobs.checks import check_seed, is_int
 from jobs.results import Series, prepare_out_dir, write_results
-from jobs.splits import check_disjoint, check_eval_splits_exist, example_splits, parse_selector_list, select_units
+from jobs.splits import (check_disjoint, check_eval_splits_exist, example_splits, parse_selector_list, select_units,
+                         split_names)
 from jobs.storeio import model_info, resolve_store, store_location
 from jobs.words import word_pooling
 from jobs.zscore import fit_zscore
@@ -302,11 +304,9 @@ DEFAULT_HELDOUT_FRACTION = 0.1
 
 def check_settings(*, rank: int, epochs: int, lambda_angle: float, beta_root: float, lr: float = DEFAULT_LR,
                    lr_decay: float = DEFAULT_LR_DECAY, patience: int = DEFAULT_PATIENCE,
-                   heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, relations: str = "universal") -> None:
+                   heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, relations: str = "universal",
+                   seed: int = 0) -> None:
     """Refuse values that would silently run something else than asked for."""
-    def is_int(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
     def finite(v):
         return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
 
@@ -328,6 +328,7 @@ def check_settings(*, rank: int, epochs: int, lambda_angle: float, beta_root: fl
         raise LayerprobeError(f"relations must be 'universal' or 'full', got {relations!r}")
     if not finite(heldout_fraction) or not 0 <= heldout_fraction < 0.5:
         raise LayerprobeError(f"heldout_fraction must lie in [0, 0.5), got {heldout_fraction!r}")
+    check_seed(seed)
 
 
 def heldout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -363,7 +364,7 @@ def train_probe(data: TreeData, *, rank: int = DEFAULT_RANK, epochs: int = DEFAU
     lambda_angle = 0 gives the structural probe. Returns (B, info) with the epochs run, the best
     epoch, the held-out objective and the held-out raw L1 distance loss (comparable across lambdas)."""
     check_settings(rank=rank, epochs=epochs, lambda_angle=lambda_angle, beta_root=beta_root, lr=lr,
-                   lr_decay=lr_decay, patience=patience, heldout_fraction=heldout_fraction)
+                   lr_decay=lr_decay, patience=patience, heldout_fraction=heldout_fraction, seed=seed)
     if len(data) == 0:
         raise LayerprobeError("no sentences to train the probe on")
     import torch
@@ -719,8 +720,9 @@ def run_polar(*, store: Any, out: str | os.PathLike, fit: str = "dev", eval: str
               echo: bool = True) -> list[dict]:
     """Polar and structural probes per layer. Returns the result rows."""
     check_settings(rank=rank, epochs=epochs, lambda_angle=lambda_angle, beta_root=beta_root, lr=lr,
-                   patience=patience, heldout_fraction=heldout_fraction, relations=relations)
+                   patience=patience, heldout_fraction=heldout_fraction, relations=relations, seed=seed)
     evals = parse_selector_list(eval) if isinstance(eval, str) else list(eval)
+    split_names(fit)          # a malformed --fit fails here, before any work
     prepare_out_dir(out)
     s = resolve_store(store)
     require_trees(s.examples)   # the wrong kind of store is the first thing to say

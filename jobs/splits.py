@@ -3,7 +3,10 @@
 A selector picks *units* (examples, or WiC pairs so a pair is never separated) by the split name
 of each unit, in unit order; a bracketed slice follows the `datasets` syntax (percent boundaries
 rounded to the closest unit, as `datasets` does by default; negative boundaries count from the
-end). `all` means every unit (the only choice for stores without a `split` column).
+end). `all` means every unit (the only choice for stores without a `split` column). The parts of
+`A+B` must be disjoint: a selector picking a unit twice (`train+train`, `dev[:60%]+dev[40%:]`,
+`all+dev`) is refused rather than counting it twice, and so is an eval list naming one selection
+twice (`dev,dev`: the same rows scored and written twice).
 
 Fit and eval selections must not share units: `select_fit_eval` (or `check_disjoint`, for probes
 that select themselves) refuses an eval selection that overlaps the fit selection, naming both
@@ -34,6 +37,9 @@ class SplitPart:
     def bounds(self, n: int) -> tuple[int, int]:
         return _bound(self.start, n, 0), _bound(self.stop, n, n)
 
+    def __str__(self) -> str:
+        return f"{self.name}[{self.start}:{self.stop}]" if self.start or self.stop else self.name
+
 
 def _bound(text: str, n: int, default: int) -> int:
     if text == "":
@@ -63,7 +69,19 @@ def parse_selector(text: str) -> list[SplitPart]:
                 f"bad split selector {text!r}: expected NAME, NAME[START:STOP] (e.g. dev[:80%]) or A+B"
             )
         parts.append(SplitPart(m.group(1), (m.group(2) or "").strip(), (m.group(3) or "").strip()))
+    for i, a in enumerate(parts):
+        for b in parts[:i]:
+            if _certainly_overlap(a, b):
+                _refuse_repeat(text, b, a)
     return parts
+
+
+def _refuse_repeat(text: str, a: SplitPart, b: SplitPart, n_shared: int | None = None) -> None:
+    what = "units" if n_shared is None else f"{n_shared:,} unit{'s' if n_shared != 1 else ''}"
+    why = f"it names {str(a)!r} twice" if a == b else f"its parts {str(a)!r} and {str(b)!r} overlap"
+    raise LayerprobeError(
+        f"split selector {text!r} picks {what} twice ({why}): '+' joins disjoint parts, and a unit picked "
+        "twice would be counted twice; drop the repeat or make the slices disjoint (e.g. dev[:50%]+dev[50%:])")
 
 
 def parse_selector_list(text: str) -> list[str]:
@@ -71,9 +89,19 @@ def parse_selector_list(text: str) -> list[str]:
     sels = [t.strip() for t in (text or "").split(",") if t.strip()]
     if not sels:
         raise LayerprobeError("no split given")
+    seen: dict[tuple, str] = {}
     for s in sels:
-        parse_selector(s)
+        key = tuple(parse_selector(s))
+        if key in seen:
+            _refuse_duplicate_eval(seen[key], s)
+        seen[key] = s
     return sels
+
+
+def _refuse_duplicate_eval(a: str, b: str, n: int | None = None, unit: str = "units") -> None:
+    same = f"{a!r} twice" if a == b else f"{a!r} and {b!r}, the same selection" + (
+        f" ({n:,} {unit})" if n is not None else "")
+    raise LayerprobeError(f"eval selections name {same}: each would be scored and written twice; drop the repeat")
 
 
 def select_units(unit_splits: Sequence[str | None], selector: str) -> np.ndarray:
@@ -100,6 +128,13 @@ def select_units(unit_splits: Sequence[str | None], selector: str) -> np.ndarray
             )
         a, b = part.bounds(len(idx))
         out.append(idx[a:b])
+    if len(out) > 1:
+        for i in range(1, len(out)):
+            for j in range(i):
+                shared = np.intersect1d(out[i], out[j])
+                if len(shared):
+                    parts = parse_selector(selector)
+                    _refuse_repeat(selector, parts[j], parts[i], len(shared))
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
 
@@ -125,30 +160,26 @@ def _fraction_interval(part: SplitPart) -> tuple[float, float] | None:
     return out[0], out[1]
 
 
+def _certainly_overlap(a: SplitPart, b: SplitPart) -> bool:
+    """Whether two parts share units whatever the store holds: the same split (or `all`) with
+    overlapping whole or percentage slices (unit-count slices, dev[:100], are not known here)."""
+    if a.name != b.name and "all" not in (a.name, b.name):
+        return False
+    ia, ib = _fraction_interval(a), _fraction_interval(b)
+    if a.name != b.name:  # a whole `all` holds every unit of any non-empty slice
+        whole, other = (ia, ib) if a.name == "all" else (ib, ia)
+        return whole == (0.0, 1.0) and other is not None and other[1] - other[0] > 1e-9
+    if a == b:
+        return True  # the same part twice, even a unit-count slice
+    return ia is not None and ib is not None and min(ia[1], ib[1]) - max(ia[0], ib[0]) > 1e-9
+
+
 def certain_overlaps(fit: str, evals: Sequence[str]) -> list[str]:
     """The eval selectors that share units with the fit selector whatever the store holds: the same
     split (or `all`) with overlapping whole or percentage slices. Lets a job refuse a leaking probe
     before extracting anything; unit-count slices (dev[:100]) are left to check_disjoint."""
     fit_parts = parse_selector(fit)
-    out = []
-    for sel in evals:
-        for a in fit_parts:
-            hit = False
-            for b in parse_selector(sel):
-                if a.name != b.name and "all" not in (a.name, b.name):
-                    continue
-                ia, ib = _fraction_interval(a), _fraction_interval(b)
-                if a.name != b.name:  # a whole `all` holds every unit of any non-empty slice
-                    whole, other = (ia, ib) if a.name == "all" else (ib, ia)
-                    hit = whole == (0.0, 1.0) and other is not None and other[1] - other[0] > 1e-9
-                elif ia is not None and ib is not None:
-                    hit = min(ia[1], ib[1]) - max(ia[0], ib[0]) > 1e-9
-                if hit:
-                    break
-            if hit:
-                out.append(sel)
-                break
-    return out
+    return [sel for sel in evals if any(_certainly_overlap(a, b) for a in fit_parts for b in parse_selector(sel))]
 
 
 def split_names(selector: str) -> list[str]:
@@ -217,6 +248,10 @@ def _refuse_overlap(fit: str, fit_idx: np.ndarray, evals: list[tuple[str, np.nda
     for sel, idx in [(fit, fit_idx), *evals]:
         if len(idx) == 0:
             raise LayerprobeError(f"selection {sel!r} picks no {unit}: check its split name and slice")
+    for i, (sel, idx) in enumerate(evals):
+        for prev, pidx in evals[:i]:
+            if np.array_equal(np.sort(idx), np.sort(pidx)):
+                _refuse_duplicate_eval(prev, sel, len(np.unique(idx)), unit)
     for sel, idx in evals:
         shared = np.intersect1d(fit_idx, idx)
         if len(shared):

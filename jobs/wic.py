@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.checks import check_seed
 from jobs.results import Series, prepare_out_dir, write_results
 from jobs.splits import default_evals, parse_selector_list, select_fit_eval, split_names
 from jobs.storeio import model_info, require_columns, resolve_store, source_format, store_location
@@ -34,6 +35,9 @@ BATCH_PAIRS = 30
 # Similarities are compared rounded to this many decimals (see tied). The vectors are float32, ~1e-7
 # relative precision, so cosines closer than 1e-9 are not told apart by the data: nothing real is lost.
 SIM_DECIMALS = 9
+# Finest --threshold-grid step: 2 / 1e-6 = 2 million candidate thresholds (~50 MB of index arrays per
+# layer); a finer step only splits cosines the default (observed midpoints) already separates exactly.
+MIN_GRID_STEP = 1e-6
 
 # What each column of wic.csv (and of the JSON's results) means, written into the JSON.
 COLUMN_GLOSSARY = {
@@ -57,12 +61,21 @@ COLUMN_GLOSSARY = {
 
 
 # ---------------------------------------------------------------- pure math
-def check_settings(*, standardize: str = "global", threshold_grid: float | None = None) -> None:
+def check_settings(*, standardize: str = "global", threshold_grid: float | None = None, seed: int = 0) -> None:
     """Refuse settings the probe cannot run, before any work (a job checks them before extracting)."""
     if standardize not in STANDARDIZE_MODES:
         raise LayerprobeError(f"unknown --standardize {standardize!r}: expected {', '.join(STANDARDIZE_MODES)}")
-    if threshold_grid is not None and not (np.isfinite(threshold_grid) and 0 < threshold_grid <= 2):
-        raise LayerprobeError(f"--threshold-grid must lie in (0, 2], got {threshold_grid}")
+    if threshold_grid is not None:
+        g = threshold_grid
+        if isinstance(g, bool) or not isinstance(g, (int, float, np.integer, np.floating)) or not np.isfinite(g) \
+                or not 0 < g <= 2:
+            raise LayerprobeError(f"--threshold-grid must be a step in [{MIN_GRID_STEP:g}, 2], got {g!r}")
+        if g < MIN_GRID_STEP:
+            raise LayerprobeError(
+                f"--threshold-grid {g:g} is too fine: {2 / g:,.0f} thresholds over [-1, 1], all held in memory; "
+                f"the step must be at least {MIN_GRID_STEP:g} (2 million thresholds); for the exact best "
+                "threshold leave --threshold-grid out (observed midpoints)")
+    check_seed(seed)
 
 
 def global_zscorer(fit_vectors: np.ndarray):
@@ -288,7 +301,7 @@ def run_wic(*, store: Any, out: str | os.PathLike, fit: str = "train", eval: str
             standardize: str = "global", threshold_grid: float | None = None, seed: int = 0,
             layers: list[int] | None = None, static: bool = True, echo: bool = True) -> list[dict]:
     """WiC accuracy per layer (and for the static embedding table). Returns the result rows."""
-    check_settings(standardize=standardize, threshold_grid=threshold_grid)
+    check_settings(standardize=standardize, threshold_grid=threshold_grid, seed=seed)
     split_names(fit)          # a malformed --fit fails here, before any work
     prepare_out_dir(out)
     s = resolve_store(store)

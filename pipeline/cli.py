@@ -25,7 +25,10 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="auto", choices=["auto", "text", "wic", "conllu"],
                    help="source format (auto: from the path: a WiC directory, .conllu, else text)")
     p.add_argument("--text-column", default="text", help="text column of a .jsonl/.csv/.parquet source")
-    p.add_argument("--words-column", default=None, help="a list-of-words column (pre-split text)")
+    p.add_argument("--words-column", default=None,
+                   help="a list-of-words column (pre-split text): the model reads the words joined by single "
+                        "spaces, target_start/target_end index that text, and a text column the source also "
+                        "has is kept as original_text")
     p.add_argument("--layers", default="all",
                    help="'all' or comma-separated hidden_states indices (0 = embeddings), stored in "
                         "ascending order without repeats (the store's `layer` array names them)")

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import LayerprobeError
+
+# ASCII digits only: str.isdigit() also accepts '²' (int() then raises) and int() also reads '١'
+# (Arabic-Indic one) as 1, so neither may decide what a file's numbers are.
+_WHOLE_NUMBER_RE = re.compile(r"[0-9]+")
+
+
+def is_whole_number(s: str) -> bool:
+    """Whether `s` is a non-empty run of ASCII digits 0-9, safe to pass to int()."""
+    return _WHOLE_NUMBER_RE.fullmatch(s) is not None
 
 
 def spans_of_joined(words: Sequence[str]) -> tuple[tuple[int, int], ...]:

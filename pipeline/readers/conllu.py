@@ -13,14 +13,15 @@ import re
 from pathlib import Path
 
 from pipeline.errors import LayerprobeError
-from pipeline.readers._common import check_limit, read_text_file, spans_of_joined
+from pipeline.readers._common import check_limit, is_whole_number, read_text_file, spans_of_joined
 from pipeline.readers.base import CompactExamples, Example, Source
 from pipeline.readers.fingerprint import source_fingerprint
 
 COLUMNS = ["sent_id", "split", "original_text", "upos", "xpos", "lemmas", "heads", "deprels"]
 _SPLIT_RE = re.compile(r"-(train|dev|test)\.conllu$")
-_MWT_RE = re.compile(r"^\d+-\d+$")
-_EMPTY_RE = re.compile(r"^\d+\.\d+$")
+# ASCII digits, as for word IDs (see _common.is_whole_number); used with fullmatch.
+_MWT_RE = re.compile(r"[0-9]+-[0-9]+")
+_EMPTY_RE = re.compile(r"[0-9]+\.[0-9]+")
 
 # In the source fingerprint, so a store is never resumed across a change in what the reader returns
 # for the same bytes. 2: '_' (not annotated) in UPOS, XPOS, DEPREL and LEMMA is null, not a label.
@@ -121,9 +122,9 @@ def _read_file(file: Path, split: str, want: int | None, out: CompactExamples) -
                 "check the line uses tabs, not spaces"
             )
         tok_id = cols[0]
-        if _MWT_RE.match(tok_id) or _EMPTY_RE.match(tok_id):
+        if _MWT_RE.fullmatch(tok_id) or _EMPTY_RE.fullmatch(tok_id):
             continue
-        if not tok_id.isdigit():
+        if not is_whole_number(tok_id):
             raise LayerprobeError(f"{file} line {line_no}: ID {tok_id!r} is not a word number (or a range like 1-2, or 1.1)")
         expected = len(sent.forms) + 1
         if int(tok_id) != expected:
@@ -132,7 +133,7 @@ def _read_file(file: Path, split: str, want: int | None, out: CompactExamples) -
                 "sentences must be separated by a blank line and numbered from 1"
             )
         head = cols[6]
-        if not head.isdigit():
+        if not is_whole_number(head):
             raise LayerprobeError(
                 f"{file} line {line_no}: HEAD {head!r} is not a whole number (0 for the root, else a word ID)"
             )

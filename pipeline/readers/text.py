@@ -3,6 +3,11 @@
 One Example per row. The text comes from `text_column`, or, with `words_column` (a list-of-strings
 column), from the words joined by single spaces. Optional integer columns `target_start` /
 `target_end` give a character span [start, end) into the text: the example's target.
+
+With a words column, the text the model reads is the joined words, so target offsets index the
+joined words. A text column the source also has is kept as the column original_text (as the CoNLL-U
+reader keeps its `# text` line); a row with a target whose text differs from its joined words is
+refused, since nobody can tell which of the two texts its offsets index.
 """
 
 from __future__ import annotations
@@ -20,6 +25,14 @@ from pipeline.readers.fingerprint import source_fingerprint
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _WORD_RE = re.compile(r"\S+")
+_PARQUET_BATCH_ROWS = 10_000
+ORIGINAL_TEXT = "original_text"  # the text column, when a words column gives the text (conllu's name)
+_SHOWN_CHARS = 60
+
+# In the source fingerprint of a source read with a words column beside its text column, so a store
+# is never resumed across a change in what the reader returns for the same bytes. 2: that text
+# column is kept as original_text instead of dropped.
+READER_VERSION = 2
 
 
 def _load(path: Path):
@@ -39,10 +52,14 @@ def _load(path: Path):
     # datasets logs a parse error itself (twice: its own handler, then ours) before raising; the
     # one line below says it, with the root cause.
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    # datasets otherwise sizes Parquet batches by the first row group, so a 0-row file (or one whose
+    # first row group is empty) fails as "BatchSize must be greater than 0" instead of reading as
+    # what it is; with a fixed size a 0-row file is "no rows" below, as for an empty .jsonl or .csv.
+    extra = {"batch_size": _PARQUET_BATCH_ROWS} if builder == "parquet" else {}
     try:
         with tempfile.TemporaryDirectory(prefix="layerprobe-datasets-") as cache:
             return datasets.load_dataset(
-                builder, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True
+                builder, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True, **extra
             )
     except LayerprobeError:
         raise
@@ -75,6 +92,12 @@ def _as_offset(value: Any, path: Path, row: int, name: str) -> int | None:
     return int(value)
 
 
+def _shortened(value: Any) -> str:
+    """`value` as repr, cut to about _SHOWN_CHARS characters, for an error message."""
+    shown = repr(value)
+    return shown if len(shown) <= _SHOWN_CHARS else shown[: _SHOWN_CHARS - 3] + "..."
+
+
 def read_text(
     path: str | Path,
     text_column: str = "text",
@@ -97,6 +120,14 @@ def read_text(
         raise LayerprobeError(
             f"{p} has no {kind} {needed!r}; available columns: {', '.join(available) or '(none)'}; "
             f"pass the right one with {flag}"
+        )
+    # With a words column, the text column (if the source has one) is not the text: keep it under
+    # its own name rather than drop it.
+    keeps_original = words_column is not None and text_column != words_column and text_column in available
+    if keeps_original and ORIGINAL_TEXT in available and text_column != ORIGINAL_TEXT:
+        raise LayerprobeError(
+            f"{p} has a column {ORIGINAL_TEXT!r} besides the text column {text_column!r}; with a words "
+            f"column the text column is kept as {ORIGINAL_TEXT!r}: rename one of them"
         )
     has_start, has_end = "target_start" in available, "target_end" in available
     if has_start != has_end:
@@ -125,6 +156,7 @@ def read_text(
             words_t = tuple(words)
             text = " ".join(words_t)
             spans = spans_of_joined(words_t)
+            original = record[text_column] if keeps_original else None
         else:
             text = record[text_column]
             if text is None or (isinstance(text, str) and not text.strip()):
@@ -135,6 +167,7 @@ def read_text(
                 raise LayerprobeError(
                     f"{p} row {row}: text column {text_column!r} must hold strings, got {type(text).__name__}"
                 )
+            original = None
             matches = list(_WORD_RE.finditer(text))
             words_t = tuple(m.group() for m in matches)
             spans = tuple(m.span() for m in matches)
@@ -146,6 +179,15 @@ def read_text(
             if (start is None) != (end is None):
                 raise LayerprobeError(f"{p} row {row}: target_start and target_end must both be set or both be empty")
             if start is not None:
+                if original is not None and original != text:
+                    raise LayerprobeError(
+                        f"{p} row {row}: target_start/target_end are ambiguous: with words column "
+                        f"{words_column!r} they index the words joined by single spaces "
+                        f"({_shortened(text)}), but text column {text_column!r} holds another text "
+                        f"({_shortened(original)}); give offsets into the joined words and make "
+                        f"{text_column!r} equal to them (or remove it), or drop --words-column so the "
+                        f"offsets index {text_column!r}"
+                    )
                 if start < 0 or end > len(text) or start > len(text):
                     raise LayerprobeError(
                         f"{p} row {row}: target span [{start}, {end}) is outside the text, which has "
@@ -164,7 +206,10 @@ def read_text(
                 target_span = (start, end)
                 target_word_id = word_containing(spans, start, end)
 
-        columns = {k: v for k, v in record.items() if k != text_column}
+        if keeps_original:
+            columns = {(ORIGINAL_TEXT if k == text_column else k): v for k, v in record.items()}
+        else:
+            columns = {k: v for k, v in record.items() if k != text_column}
         examples.append(
             Example(
                 text=text,
@@ -177,10 +222,16 @@ def read_text(
         )
 
     opts = {"format": "text", "text_column": text_column, "words_column": words_column, "limit": limit}
+    if keeps_original:  # only these sources read differently from version 1: the rest keep their stores
+        opts["reader_version"] = READER_VERSION
+        names = [ORIGINAL_TEXT if c == text_column else c for c in available]
+    else:
+        names = [c for c in available if c != text_column]
     return Source(
         examples=examples,
         path=str(path),
         format="text",
-        columns=[c for c in available if c != text_column],
+        columns=names,
         fingerprint=source_fingerprint([p], p, opts),
+        reader_version=READER_VERSION if keeps_original else 1,
     )

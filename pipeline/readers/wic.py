@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from pipeline.errors import LayerprobeError
-from pipeline.readers._common import check_limit, file_lines, read_text_file, spans_of_joined
+from pipeline.readers._common import check_limit, file_lines, is_whole_number, read_text_file, spans_of_joined
 from pipeline.readers.base import CompactExamples, Example, Source
 from pipeline.readers.fingerprint import source_fingerprint
 
@@ -125,7 +125,7 @@ def _read_split(split: str, data_file: Path, out: CompactExamples) -> None:
             )
         lemma, pos, idx, s1, s2 = fields
         parts = idx.split("-")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        if len(parts) != 2 or not all(is_whole_number(p) for p in parts):
             raise LayerprobeError(
                 f"{data_file} line {n}: the index field must look like 3-7 (target word index in each sentence), got {idx!r}"
             )

@@ -82,7 +82,8 @@ def test_linear_same_seed_gives_identical_csv(tmp_path):
 
 
 @pytest.mark.parametrize("label, match", [
-    ("sent_id", r"not categorical: 60 distinct values over 60 labelled examples"),
+    ("sent_id", r"not categorical: 80 distinct values over 80 labelled examples in the store \(60 over 60 in the "
+                r"fit selection 'dev'\)"),
     ("heads", r"holds numbers \(int64\), not categories"),
     ("head", r"holds numbers"),
 ])
@@ -222,3 +223,62 @@ def test_a_word_cut_by_truncation_is_found_and_a_whole_last_word_is_not():
                        "word_id": [0, 0, 1, 0, 1, -1, 0],
                        "char_end": [4, 7, 10, 3, 7, 0, 4]})
     assert partially_kept_words(tokens, examples) == {(0, 1)}
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 99999999999999999999, True])
+def test_linear_seed_outside_0_to_2_32_minus_1_is_refused_before_reading_layers(tmp_path, store, seed):
+    from jobs.linear import check_settings
+
+    s = make_conllu_store(splits=(("dev", 20), ("test", 10)), n_layers=1, d=8)
+    with pytest.raises(LayerprobeError, match=r"seed must be an integer in \[0, 2\*\*32 - 1 = 4294967295\]"):
+        run_linear(store=s, out=tmp_path / "o", label="upos", seed=seed, echo=False)
+    assert s.reads == [] and not (tmp_path / "o").exists()
+    with pytest.raises(LayerprobeError, match="seed must be"):
+        check_settings(seed=seed)
+    check_settings(seed=2**32 - 1)
+
+
+@pytest.mark.parametrize("label, classes", [("upos", 6), ("deprel", 8)])
+def test_a_tiny_fit_selection_of_a_categorical_label_says_select_more_not_not_categorical(tmp_path, label, classes):
+    s = make_conllu_store(splits=(("dev", 60), ("test", 20)), min_len=4, max_len=4)
+    with pytest.raises(LayerprobeError) as e:
+        run_linear(store=s, out=tmp_path, label=label, fit="dev[:1]", eval="test", echo=False)
+    msg = str(e.value)
+    assert re.search(rf"the fit selection 'dev\[:1\]' has only 4 labelled words for the \d classes of label "
+                     rf"'{label}'.*the store has {classes} classes over 320 labelled words.*select more for the "
+                     r"fit, e\.g\. --fit 'dev\[:80%\]'", msg), msg
+    assert "not categorical" not in msg and s.reads == []
+
+
+def test_check_categorical_tells_an_identifier_from_a_too_small_fit_selection():
+    from jobs.linear import check_categorical
+
+    store = [f"C{i % 5}" for i in range(100)]                     # 5 classes over 100 words
+    with pytest.raises(LayerprobeError, match=r"fit selection 'dev\[:1\]' has only 3 labelled words for the 3 "
+                                              r"classes .* the store has 5 classes over 100 labelled words"):
+        check_categorical("upos", ["C0", "C1", "C2"], "dev[:1]", "words", store_labels=store)
+    with pytest.raises(LayerprobeError, match=r"has 1 class in the fit selection 'dev\[:1\]', which has only 2 "
+                                              r"labelled words .*select more"):
+        check_categorical("upos", ["C0", "C0"], "dev[:1]", "words", store_labels=store)
+    ids = [f"s{i}" for i in range(100)]                            # an identifier, on the store as a whole
+    with pytest.raises(LayerprobeError, match=r"'sent_id' is not categorical: 100 distinct values over 100 "
+                                              r"labelled examples in the store \(3 over 3 in the fit"):
+        check_categorical("sent_id", ids[:3], "dev[:3]", "examples", store_labels=ids)
+    with pytest.raises(LayerprobeError, match=r"over only 5 labelled examples in the whole store: too few to tell"):
+        check_categorical("text", ids[:2], "dev[:2]", "examples", store_labels=ids[:5])
+    check_categorical("upos", store[:20], "dev", "words", store_labels=store)   # fine: returns
+
+
+def test_a_free_text_label_is_still_not_categorical_on_a_tiny_fit_selection(tmp_path, store):
+    with pytest.raises(LayerprobeError, match=r"label 'text' is not categorical: 80 distinct values over 80"):
+        run_linear(store=store, out=tmp_path, label="text", fit="dev[:1]", eval="test", echo=False)
+
+
+def test_linear_duplicated_fit_or_eval_selection_is_refused(tmp_path):
+    store = make_conllu_store(splits=(("dev", 20), ("test", 10)), n_layers=1, d=8)
+    with pytest.raises(LayerprobeError, match=r"split selector 'dev\[:60%\]\+dev\[40%:\]' picks units twice"):
+        run_linear(store=store, out=tmp_path / "o", label="upos", fit="dev[:60%]+dev[40%:]", eval="test",
+                   echo=False)
+    with pytest.raises(LayerprobeError, match=r"eval selections name 'test' twice"):
+        run_linear(store=store, out=tmp_path / "o", label="upos", fit="dev", eval="test,test", echo=False)
+    assert store.reads == [] and not (tmp_path / "o").exists()

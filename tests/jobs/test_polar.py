@@ -446,3 +446,19 @@ def test_a_sentence_with_an_unannotated_relation_is_left_out_not_labelled_none(t
     doc = _strict_json(tmp_path / "polar.json")
     assert rows[0]["n_sentences"] == 7 and doc["excluded_sentences"] == {"dev": 0, "test": 1}
     assert "None" not in doc["baselines"]["test"]["majority_relation"]
+
+
+@pytest.mark.parametrize("seed", [-5, 2**32, 99999999999999999999, True, 1.5])
+def test_polar_seed_outside_0_to_2_32_minus_1_is_refused_before_any_work(tmp_path, seed):
+    s = make_conllu_store(splits=(("dev", 6), ("test", 3)), n_layers=1, d=8, max_len=6)
+    with pytest.raises(LayerprobeError, match=r"seed must be an integer in \[0, 2\*\*32 - 1 = 4294967295\]"):
+        run_polar(store=s, out=tmp_path / "o", fit="dev", eval="test", seed=seed, echo=False)
+    assert not (tmp_path / "o").exists() and s.reads == []
+    with pytest.raises(LayerprobeError, match="seed must be"):
+        polar.check_settings(rank=4, epochs=1, lambda_angle=1.0, beta_root=0.0, seed=seed)
+
+
+def test_polar_largest_seed_trains():
+    polar.check_settings(rank=4, epochs=1, lambda_angle=1.0, beta_root=0.0, seed=2**32 - 1)
+    _, info = train_probe(_toy_data(10), rank=4, epochs=1, seed=2**32 - 1)
+    assert info["epochs"] == 1

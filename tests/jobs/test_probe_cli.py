@@ -88,3 +88,50 @@ def test_cli_refuses_a_leaking_eval_and_a_non_categorical_label(tmp_path, real_w
     assert main(["probe", "linear", "--store", real_ud, "--label", "sent_id", "--fit", "dev[:50%]",
                  "--eval", "dev[50%:]", "--out", str(tmp_path)]) == 2
     assert "not categorical" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", ["-5", "-1", str(2**32), "99999999999999999999"])
+@pytest.mark.parametrize("probe, extra", [
+    ("wic", ["--fit", "train", "--eval", "dev"]),
+    ("polar", ["--fit", "dev[:50%]", "--eval", "dev[50%:]", "--epochs", "1", "--rank", "4"]),
+    ("linear", ["--label", "upos", "--fit", "dev[:50%]", "--eval", "dev[50%:]"]),
+])
+def test_cli_seed_outside_0_to_2_32_minus_1_is_one_clear_error_for_every_probe(tmp_path, real_wic, real_ud, capsys,
+                                                                              probe, extra, seed):
+    store = real_wic if probe == "wic" else real_ud
+    assert main(["probe", probe, "--store", store, *extra, "--seed", seed, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"seed must be an integer in [0, 2**32 - 1 = 4294967295], got {seed}" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_largest_seed_runs_polar_and_linear(tmp_path, real_ud):
+    seed = str(2**32 - 1)
+    assert main(["probe", "polar", "--store", real_ud, "--fit", "dev[:50%]", "--eval", "dev[50%:]", "--epochs", "1",
+                 "--rank", "4", "--seed", seed, "--out", str(tmp_path / "p")]) == 0
+    assert main(["probe", "linear", "--store", real_ud, "--label", "upos", "--fit", "dev[:50%]", "--eval",
+                 "dev[50%:]", "--seed", seed, "--out", str(tmp_path / "l")]) == 0
+
+
+def test_cli_too_fine_threshold_grid_is_refused_before_allocating(tmp_path, real_wic, capsys):
+    assert main(["probe", "wic", "--store", real_wic, "--threshold-grid", "1e-12", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--threshold-grid 1e-12 is too fine: 2,000,000,000,000 thresholds" in err and "at least 1e-06" in err
+    assert "Traceback" not in err
+
+
+def test_cli_duplicated_fit_or_eval_selection_is_refused(tmp_path, real_wic, capsys):
+    assert main(["probe", "wic", "--store", real_wic, "--fit", "train+train", "--out", str(tmp_path / "o")]) == 2
+    assert "split selector 'train+train' picks units twice (it names 'train' twice)" in capsys.readouterr().err
+    assert main(["probe", "wic", "--store", real_wic, "--eval", "dev,dev", "--out", str(tmp_path / "o")]) == 2
+    assert "eval selections name 'dev' twice" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_linear_on_a_tiny_fit_selection_says_the_fit_is_too_small_not_the_label(tmp_path, real_ud, capsys):
+    assert main(["probe", "linear", "--store", real_ud, "--label", "upos", "--fit", "dev[:1]", "--eval", "dev[1:2]",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "the fit selection 'dev[:1]' has only" in err and "select more for the fit" in err
+    assert "not categorical" not in err

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,43 @@ def test_an_empty_fit_or_eval_selection_is_refused():
         check_disjoint(units, "test", ["dev[:0%]"], unit="pairs")
     with pytest.raises(LayerprobeError, match=r"selection 'test\[5:\]' picks no pairs"):
         check_disjoint(units, "test[5:]", ["dev"], unit="pairs")
+
+
+@pytest.mark.parametrize("sel, why", [
+    ("train+train", "it names 'train' twice"),
+    ("dev[:60%]+dev[40%:]", "its parts 'dev[:60%]' and 'dev[40%:]' overlap"),
+    ("all+dev[:10%]", "its parts 'all' and 'dev[:10%]' overlap"),
+    ("dev[2:4]+test+dev[2:4]", "it names 'dev[2:4]' twice"),
+])
+def test_a_selector_picking_units_twice_is_refused_when_parsed(sel, why):
+    with pytest.raises(LayerprobeError, match=re.escape(f"split selector {sel!r} picks units twice ({why})")):
+        parse_selector(sel)
+    with pytest.raises(LayerprobeError, match="picks units twice"):
+        select_units(UNITS, sel)
+
+
+def test_a_selector_whose_unit_count_slices_overlap_is_refused_with_the_count():
+    with pytest.raises(LayerprobeError, match=re.escape("split selector 'dev[:5]+dev[-7:]' picks 2 units twice "
+                                                        "(its parts 'dev[:5]' and 'dev[-7:]' overlap)")):
+        select_units(UNITS, "dev[:5]+dev[-7:]")
+
+
+def test_disjoint_parts_of_one_split_are_still_joined():
+    assert select_units(UNITS, "dev[:50%]+dev[50%:]").tolist() == list(range(3, 13))
+    assert select_units(UNITS, "dev[:5]+dev[5:]").tolist() == list(range(3, 13))
+
+
+@pytest.mark.parametrize("text, match", [("dev,dev", "'dev' twice"), ("dev, test ,dev", "'dev' twice"),
+                                         ("dev,dev[:]", "'dev' and 'dev[:]', the same selection")])
+def test_an_eval_list_naming_one_selection_twice_is_refused(text, match):
+    with pytest.raises(LayerprobeError, match=re.escape(f"eval selections name {match}")):
+        parse_selector_list(text)
+    assert parse_selector_list("dev,dev[:50%]") == ["dev", "dev[:50%]"]   # a part of a split is another selection
+
+
+def test_eval_selections_picking_the_same_units_are_refused_with_the_count():
+    with pytest.raises(LayerprobeError, match=re.escape("eval selections name 'dev' and 'dev[0:100]', the same "
+                                                        "selection (10 sentences)")):
+        select_fit_eval(UNITS, "train", ["dev", "dev[0:100]"], unit="sentences")
+    with pytest.raises(LayerprobeError, match="the same selection"):
+        check_disjoint(UNITS, "train", ["dev[:100%]", "dev"])

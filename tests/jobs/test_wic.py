@@ -338,3 +338,54 @@ def test_wic_unusable_out_fails_before_reading_layers(tmp_path, kind):
     with pytest.raises(LayerprobeError, match="--out"):
         run_wic(store=s, out=out, eval="dev", echo=False)
     assert s.reads == []
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 10**20, True, 1.5])
+def test_wic_check_settings_refuses_a_seed_outside_0_to_2_32_minus_1(seed):
+    from jobs.wic import check_settings
+
+    with pytest.raises(LayerprobeError, match=r"seed must be an integer in \[0, 2\*\*32 - 1"):
+        check_settings(seed=seed)
+    check_settings(seed=0)
+    check_settings(seed=2**32 - 1)
+
+
+@pytest.mark.parametrize("step", [1e-12, 1e-9, 9.9e-7])
+def test_wic_threshold_grid_finer_than_1e_6_is_refused_saying_why(tmp_path, wic_store, step):
+    from jobs.wic import check_settings
+
+    with pytest.raises(LayerprobeError, match=r"too fine: [\d,]+ thresholds over \[-1, 1\].*at least 1e-06"):
+        check_settings(threshold_grid=step)
+    with pytest.raises(LayerprobeError, match="too fine"):
+        best_threshold(np.array([0.1, 0.9]), np.array([False, True]), step)
+    with pytest.raises(LayerprobeError, match="too fine"):
+        run_wic(store=wic_store, out=tmp_path / "o", threshold_grid=step, echo=False)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("step", [float("nan"), float("inf"), -0.1, 0.0, 0, 2.5, True, "0.1"])
+def test_wic_threshold_grid_nan_inf_negative_zero_or_not_a_number_is_refused(step):
+    from jobs.wic import check_settings
+
+    with pytest.raises(LayerprobeError, match=r"--threshold-grid must be a step in \[1e-06, 2\]"):
+        check_settings(threshold_grid=step)
+
+
+def test_wic_threshold_grid_of_1e_6_runs():
+    sims = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
+    thr, acc = best_threshold(sims, np.array([False, False, False, True, True]), 1e-6)
+    assert acc == 1.0 and 0.3 <= thr < 0.8
+
+
+def test_wic_fit_naming_a_split_twice_is_refused_not_counted_twice(tmp_path, wic_store):
+    with pytest.raises(LayerprobeError, match=r"split selector 'train\+train' picks units twice"):
+        run_wic(store=wic_store, out=tmp_path / "o", fit="train+train", eval="dev", echo=False)
+    rows = run_wic(store=wic_store, out=tmp_path / "ok", fit="train[:50%]+train[50%:]", eval="dev", echo=False)
+    doc = json.loads((tmp_path / "ok" / "wic.json").read_text())
+    assert doc["n_fit_pairs"] == 90 and {r["split"] for r in rows} == {"dev"}
+
+
+@pytest.mark.parametrize("evals", ["dev,dev", ["dev", "dev"], ["dev", "dev[:100%]"], "test,dev,test"])
+def test_wic_eval_naming_a_selection_twice_is_refused(tmp_path, wic_store, evals):
+    with pytest.raises(LayerprobeError, match=r"eval selections name 'dev' |eval selections name 'test' "):
+        run_wic(store=wic_store, out=tmp_path / "o", eval=evals, echo=False)

@@ -167,7 +167,7 @@ def test_a_yaml_syntax_error_says_line_and_column(text, where, tmp_path):
     ({"name": "polar", "options": {"rank": 0}}, "probe polar: rank must be an integer >= 1"),
     ({"name": "polar", "options": {"relations": "ud"}}, "probe polar: relations must be 'universal' or 'full'"),
     ({"name": "wic", "options": {"standardize": "zscore"}}, "probe wic: unknown --standardize 'zscore'"),
-    ({"name": "wic", "options": {"threshold_grid": 0}}, "probe wic: --threshold-grid must lie in (0, 2]"),
+    ({"name": "wic", "options": {"threshold_grid": 0}}, "probe wic: --threshold-grid must be a step in [1e-06, 2]"),
     ({"name": "linear", "options": {"label": "upos", "max_iter": 0}}, "probe linear: max_iter must be an integer >= 1"),
 ])
 def test_bad_probe_options_are_refused_before_any_extraction(probe, message, tiny_gpt2, jsonl, tmp_path):

@@ -155,3 +155,19 @@ def test_unannotated_columns_read_as_missing_not_as_a_label_called_underscore(tm
     ex = read_source(str(write(tmp_path / "x-dev.conllu", sent))).examples[0]
     assert ex.columns["upos"] == [None, "SYM"] and ex.columns["xpos"] == [None, "NFP"]
     assert ex.columns["lemmas"] == [None, "_"] and ex.columns["deprels"] == ["root", None]
+
+
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        ("1\tHello\thello\tINTJ\tUH\t_\t\u00b2\troot\t_\t_", "HEAD '\u00b2' is not a whole number"),  # int() raises
+        ("1\tHello\thello\tINTJ\tUH\t_\t\u0661\troot\t_\t_", "HEAD '\u0661' is not a whole number"),  # int() reads 1
+        ("\u00b2\tHello\thello\tINTJ\tUH\t_\t0\troot\t_\t_", "ID '\u00b2' is not a word number"),
+        ("\u0661\tHello\thello\tINTJ\tUH\t_\t0\troot\t_\t_", "ID '\u0661' is not a word number"),
+        ("\u0661-\u0662\tHello\t_\t_\t_\t_\t_\t_\t_\t_", "ID '\u0661-\u0662' is not a word number"),
+    ],
+)
+def test_conllu_non_ascii_digits_in_id_or_head_are_one_error_naming_the_line(tmp_path, line, problem):
+    p = write(tmp_path / "u.conllu", "\n".join(["# sent_id = s", line]))
+    with pytest.raises(LayerprobeError, match=rf"u\.conllu line 2: {problem}"):
+        read_source(p)

@@ -165,3 +165,78 @@ def test_a_malformed_jsonl_is_one_error_naming_the_parse_problem(tmp_path, caplo
     with pytest.raises(LayerprobeError, match=r"cannot read .*bad.jsonl as json \(JSON parse error: .*row 1\)"):
         read_source(p)
     assert not [r for r in caplog.records if r.name.startswith("datasets")]  # said once, by us
+
+
+def test_zero_row_parquet_says_it_has_no_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "zero.parquet")
+    with pytest.raises(LayerprobeError, match=r"zero\.parquet has no rows; a text source needs at least one example"):
+        read_source(tmp_path / "zero.parquet")
+
+
+def test_parquet_whose_first_row_group_is_empty_reads_its_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(tmp_path / "g.parquet", pa.schema([("text", pa.string())])) as w:
+        w.write_table(pa.table({"text": pa.array([], pa.string())}))
+        w.write_table(pa.table({"text": ["first one", "second"]}))
+    assert [e.text for e in read_source(tmp_path / "g.parquet").examples] == ["first one", "second"]
+
+
+def test_words_column_keeps_the_text_column_as_original_text(tmp_path):
+    p = write_jsonl(tmp_path / "w.jsonl", [{"text": "the cat sat", "words": ["a", "dog", "ran"], "id": 1}])
+    src = read_source(p, words_column="words")
+    ex = src.examples[0]
+    assert ex.text == "a dog ran"
+    assert ex.columns == {"original_text": "the cat sat", "words": ["a", "dog", "ran"], "id": 1}
+    assert src.columns == ["original_text", "words", "id"]
+    assert src.reader_version == 2
+    # Without a text column there is nothing to keep: as before.
+    q = write_jsonl(tmp_path / "q.jsonl", [{"words": ["a", "dog"]}])
+    assert read_source(q, words_column="words").columns == ["words"]
+    assert read_source(q, words_column="words").reader_version == 1
+
+
+@pytest.mark.parametrize(
+    "row,joined,original",
+    [
+        ({"text": "the cat sat", "words": ["a", "dog", "ran"], "target_start": 4, "target_end": 7},
+         "'a dog ran'", "'the cat sat'"),
+        ({"text": "New York's big", "words": ["New", "York", "'s", "big"], "target_start": 11, "target_end": 14},
+         "\"New York 's big\"", "\"New York's big\""),
+    ],
+)
+def test_words_column_target_offsets_are_refused_when_the_text_column_differs(tmp_path, row, joined, original):
+    p = write_jsonl(tmp_path / "w.jsonl", [{"text": "a b", "words": ["a", "b"], "target_start": 0, "target_end": 1}, row])
+    with pytest.raises(LayerprobeError) as e:
+        read_source(p, words_column="words")
+    msg = str(e.value)
+    assert "w.jsonl row 1: target_start/target_end are ambiguous" in msg
+    assert f"joined by single spaces ({joined})" in msg and f"another text ({original})" in msg
+
+
+def test_words_column_target_offsets_index_the_joined_words_when_the_text_matches(tmp_path):
+    p = write_jsonl(tmp_path / "w.jsonl", [
+        {"text": "a dog ran", "words": ["a", "dog", "ran"], "target_start": 2, "target_end": 5},
+        {"text": "something else", "words": ["a", "dog", "ran"], "target_start": None, "target_end": None},
+    ])
+    e0, e1 = read_source(p, words_column="words").examples
+    assert e0.target_word == "dog" and e0.target_word_id == 1
+    assert e1.target_span is None and e1.columns["original_text"] == "something else"
+
+
+def test_words_column_with_a_text_column_refuses_a_clashing_original_text_column(tmp_path):
+    p = write_jsonl(tmp_path / "w.jsonl", [{"text": "x", "original_text": "y", "words": ["x"]}])
+    with pytest.raises(LayerprobeError, match=r"w\.jsonl has a column 'original_text' besides the text column 'text'"):
+        read_source(p, words_column="words")
+
+
+def test_error_messages_shorten_long_texts(tmp_path):
+    long = "word " * 100
+    p = write_jsonl(tmp_path / "w.jsonl", [{"text": long, "words": ["a", "b"], "target_start": 0, "target_end": 1}])
+    with pytest.raises(LayerprobeError) as e:
+        read_source(p, words_column="words")
+    assert long not in str(e.value) and "..." in str(e.value)

@@ -148,3 +148,11 @@ def test_real_wic_directory_reads_train_then_dev():
     assert len(src.examples) == 2 * (5428 + 638)
     assert src.examples[0].columns["split"] == "train" and src.examples[-1].columns["split"] == "dev"
     assert src.examples[-1].columns["pair_id"] == "dev-00637"
+
+
+@pytest.mark.parametrize("idx", ["\u00b2-1", "1-\u00b2", "\u0661-1"])  # '²' (int() raises), '١' (int() reads 1)
+def test_wic_index_with_non_ascii_digits_is_the_index_field_error(tmp_path, idx):
+    line = f"carry\tV\t{idx}\tYou must carry gear .\tSound carries well ."
+    root = make_wic(tmp_path / "wic", splits=("train",), pairs=[line])
+    with pytest.raises(LayerprobeError, match=r"train\.data\.txt line 1: the index field must look like 3-7"):
+        read_source(root)
