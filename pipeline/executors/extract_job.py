@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +25,9 @@ from pipeline.store.fs import is_url, join, root_manifest, store_around, url_to_
 from pipeline.store.reader import committed_ids, read_commit_record, read_commit_records, summarize_written_with
 from pipeline.store.writer import consolidate_metadata, create_store, now_iso, write_manifest
 from schemas.job import ExtractSpec
-from schemas.tables import JSON_TEXT, source_column_types
 from schemas.manifest import (Manifest, ModelInfo, ShardPlan, SourceInfo, StoreStats, TokenizerInfo,
                               config_fingerprint)
+from schemas.tables import JSON_TEXT, source_column_types
 
 log = logging.getLogger(__name__)
 
@@ -429,8 +430,6 @@ def committed_in(p: Prepared, existing: dict | None) -> tuple[set, bool]:
     present = sorted(committed_ids(fs, base, [s.shard_id for s in p.plan.shards] + ["static"]), key=str)
     # A record that is there but unreadable (a damaged copy, a hand edit) commits nothing: its shard
     # is redone, which rewrites it, instead of the store being called complete.
-    from concurrent.futures import ThreadPoolExecutor
-
     def readable(shard_id) -> bool:
         try:
             return read_commit_record(fs, base, shard_id).config_fingerprint == p.manifest.config_fingerprint

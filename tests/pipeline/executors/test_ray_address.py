@@ -60,7 +60,9 @@ def test_a_listening_ray_client_port_passes_the_check():
         check_ray_reachable(f"ray://localhost:{port}/")
 
 
-def test_the_default_ray_client_port_is_10001(monkeypatch):
+@pytest.fixture()
+def connects(monkeypatch) -> list:
+    """The (host, port), timeout of every TCP connect the check makes; each one succeeds."""
     seen = []
 
     class Conn:
@@ -75,8 +77,12 @@ def test_the_default_ray_client_port_is_10001(monkeypatch):
         return Conn()
 
     monkeypatch.setattr(ray_executor.socket, "create_connection", create_connection)
+    return seen
+
+
+def test_the_default_ray_client_port_is_10001(connects):
     check_ray_reachable("ray://head.example")
-    assert seen == [(("head.example", 10001), ray_executor.RAY_CONNECT_TIMEOUT_S)]
+    assert connects == [(("head.example", 10001), ray_executor.RAY_CONNECT_TIMEOUT_S)]
     assert 3 <= ray_executor.RAY_CONNECT_TIMEOUT_S <= 5
 
 
@@ -104,17 +110,7 @@ def test_a_closed_head_port_is_refused_in_seconds_not_after_rays_fourteen_minute
     assert time.monotonic() - t0 < 10 and "--port" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_head_address_without_a_port_is_checked_on_rays_default_6379(monkeypatch):
-    seen = []
-
-    class Conn:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setattr(ray_executor.socket, "create_connection", lambda addr, timeout: seen.append(addr) or Conn())
+def test_a_head_address_without_a_port_is_checked_on_rays_default_6379(connects):
     check_ray_reachable("head.example")
     check_ray_reachable("10.0.0.5:6380")
-    assert seen == [("head.example", 6379), ("10.0.0.5", 6380)]
+    assert [addr for addr, _ in connects] == [("head.example", 6379), ("10.0.0.5", 6380)]
