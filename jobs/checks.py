@@ -15,6 +15,10 @@ def is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+def is_finite_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
 def check_seed(seed) -> None:
     """Refuse a seed that numpy, torch or scikit-learn would reject with a traceback of their own."""
     if not is_int(seed) or not 0 <= seed <= SEED_MAX:

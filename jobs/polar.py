@@ -25,7 +25,7 @@ import numpy as np
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 from jobs.baselines import majority
-from jobs.checks import check_seed, is_int
+from jobs.checks import check_seed, is_finite_number, is_int
 from jobs.results import Series, prepare_out_dir, write_results
 from jobs.splits import (check_disjoint, check_eval_splits_exist, example_splits, parse_selector_list, select_units,
                          split_names)
@@ -307,9 +307,6 @@ def check_settings(*, rank: int, epochs: int, lambda_angle: float, beta_root: fl
                    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, relations: str = "universal",
                    seed: int = 0) -> None:
     """Refuse values that would silently run something else than asked for."""
-    def finite(v):
-        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
-
     if not is_int(rank) or rank < 1:
         raise LayerprobeError(f"rank must be an integer >= 1 (ranks above the model width are capped at it), "
                               f"got {rank!r}")
@@ -318,15 +315,15 @@ def check_settings(*, rank: int, epochs: int, lambda_angle: float, beta_root: fl
     if not is_int(patience) or patience < 1:
         raise LayerprobeError(f"patience must be an integer >= 1, got {patience!r}")
     for name, v in (("lambda_angle", lambda_angle), ("beta_root", beta_root)):
-        if not finite(v) or v < 0:
+        if not is_finite_number(v) or v < 0:
             raise LayerprobeError(f"{name} must be a finite number >= 0, got {v!r}")
-    if not finite(lr) or lr <= 0:
+    if not is_finite_number(lr) or lr <= 0:
         raise LayerprobeError(f"lr must be a finite number > 0, got {lr!r}")
-    if not finite(lr_decay) or not 0 < lr_decay <= 1:
+    if not is_finite_number(lr_decay) or not 0 < lr_decay <= 1:
         raise LayerprobeError(f"lr_decay must lie in (0, 1], got {lr_decay!r}")
     if relations not in ("universal", "full"):
         raise LayerprobeError(f"relations must be 'universal' or 'full', got {relations!r}")
-    if not finite(heldout_fraction) or not 0 <= heldout_fraction < 0.5:
+    if not is_finite_number(heldout_fraction) or not 0 <= heldout_fraction < 0.5:
         raise LayerprobeError(f"heldout_fraction must lie in [0, 0.5), got {heldout_fraction!r}")
     check_seed(seed)
 

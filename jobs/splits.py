@@ -128,13 +128,12 @@ def select_units(unit_splits: Sequence[str | None], selector: str) -> np.ndarray
             )
         a, b = part.bounds(len(idx))
         out.append(idx[a:b])
-    if len(out) > 1:
-        for i in range(1, len(out)):
-            for j in range(i):
-                shared = np.intersect1d(out[i], out[j])
-                if len(shared):
-                    parts = parse_selector(selector)
-                    _refuse_repeat(selector, parts[j], parts[i], len(shared))
+    for i in range(1, len(out)):  # parts that overlap only in this store's units (dev[:200]+dev[-150:])
+        for j in range(i):
+            shared = np.intersect1d(out[i], out[j])
+            if len(shared):
+                parts = parse_selector(selector)
+                _refuse_repeat(selector, parts[j], parts[i], len(shared))
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
 

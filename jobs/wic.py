@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.checks import check_seed
+from jobs.checks import check_seed, is_finite_number
 from jobs.results import Series, prepare_out_dir, write_results
 from jobs.splits import default_evals, parse_selector_list, select_fit_eval, split_names
 from jobs.storeio import model_info, require_columns, resolve_store, source_format, store_location
@@ -67,8 +67,7 @@ def check_settings(*, standardize: str = "global", threshold_grid: float | None 
         raise LayerprobeError(f"unknown --standardize {standardize!r}: expected {', '.join(STANDARDIZE_MODES)}")
     if threshold_grid is not None:
         g = threshold_grid
-        if isinstance(g, bool) or not isinstance(g, (int, float, np.integer, np.floating)) or not np.isfinite(g) \
-                or not 0 < g <= 2:
+        if not is_finite_number(g) or not 0 < g <= 2:
             raise LayerprobeError(f"--threshold-grid must be a step in [{MIN_GRID_STEP:g}, 2], got {g!r}")
         if g < MIN_GRID_STEP:
             raise LayerprobeError(

@@ -1,5 +1,5 @@
 """Arrow schemas of the tables in a store. The examples table also carries every column of the
-source, so only its fixed columns are listed here; `source_column_types` gives those columns one
+source, so only its fixed columns are listed here; `SourceColumnTypes` gives those columns one
 type for the whole source."""
 
 from __future__ import annotations
@@ -47,38 +47,35 @@ EXAMPLE_FIXED_COLUMNS = [f.name for f in EXAMPLE_FIXED_FIELDS]
 JSON_TEXT = "json-text"
 
 
-def source_column_types(columns: Iterable[dict], names: Iterable[str], block: int = 10_000) -> dict:
+class SourceColumnTypes:
     """{name: Arrow type, or JSON_TEXT} over every example's source columns, so every shard's
     examples table has one schema (a shard of ints beside a shard of strings could be written, but
-    no reader could concatenate them). Inferred a block of examples at a time and unified (ints with
-    floats become floats, nulls take the others' type)."""
-    names = list(names)
-    types: dict = {n: pa.null() for n in names}
-    buffer: list[dict] = []
+    no reader could concatenate them). Fed a block of examples' columns at a time (`add`) by the
+    pass that already decodes them, and unified: ints with floats become floats, nulls take the
+    others' type."""
 
-    def absorb(rows: list[dict]) -> None:
-        for n in names:
-            if types[n] == JSON_TEXT:
+    def __init__(self, names: Iterable[str]):
+        self.types: dict = {n: pa.null() for n in names}
+
+    @property
+    def mixed(self) -> list[str]:
+        """The columns stored as JSON text."""
+        return [n for n, t in self.types.items() if isinstance(t, str)]
+
+    def add(self, rows: list[dict]) -> None:
+        for n, known in self.types.items():
+            if isinstance(known, str):  # JSON_TEXT already
                 continue
             try:
                 t = pa.array([r.get(n) for r in rows]).type
-                types[n] = pa.unify_schemas([pa.schema([(n, types[n])]), pa.schema([(n, t)])],
-                                            promote_options="permissive").field(n).type
+                self.types[n] = pa.unify_schemas([pa.schema([(n, known)]), pa.schema([(n, t)])],
+                                                 promote_options="permissive").field(n).type
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
-                types[n] = JSON_TEXT
-
-    for row in columns:
-        buffer.append(row)
-        if len(buffer) == block:
-            absorb(buffer)
-            buffer = []
-    if buffer:
-        absorb(buffer)
-    return types
+                self.types[n] = JSON_TEXT
 
 
 def source_column(values: list, kind) -> pa.Array:
-    """A source column's values as `kind` (from source_column_types)."""
+    """A source column's values as `kind` (from SourceColumnTypes)."""
     if kind == JSON_TEXT:
         return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values],
                         type=pa.string())

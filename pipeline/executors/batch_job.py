@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from pipeline.errors import LayerprobeError, OutTaken, StoreError
+from pipeline.errors import LayerprobeError, OutTaken, StoreError, one_line
 from schemas.job import BatchJobSpec, ExtractSpec
 
 log = logging.getLogger(__name__)
@@ -273,9 +273,7 @@ def run_batch_job(job_path: str, *, ray_address: str | None = None, executor: st
             # (an overnight job over several models must not lose them to one), and its traceback
             # is logged in full: it is a defect to report, not a user error.
             failures.append(name)
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            lines.append(f"FAILED  {name}: unexpected {type(exc).__name__}{': ' + first if first else ''} "
-                         "(a defect: its traceback is in the log above)")
+            lines.append(f"FAILED  {name}: unexpected {one_line(exc)} (a defect: its traceback is in the log above)")
             log.exception("%s failed with an unexpected error", name)
     print(f"batch job {job_path}: {len(combos) - len(failures)} of {len(combos)} combinations succeeded")
     print("\n".join(lines))

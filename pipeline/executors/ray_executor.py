@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 from collections import deque
 from urllib.parse import urlsplit
 
-from pipeline.errors import LayerprobeError
+from pipeline.errors import LayerprobeError, one_line
 from pipeline.executors.progress import Progress
 from pipeline.extract.forward import MAX_WRITE_THREADS, ShardExtractor, StoreTarget
 from pipeline.extract.heap import arena_env
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued: an actor never idles waiting for the driver
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RAY_CLIENT_PORT = 10001  # Ray's default client server port (ray start --head --ray-client-server-port)
 RAY_GCS_PORT = 6379      # Ray's default head (GCS) port (ray start --head --port): a `host:port` address
 # A reachable head answers a TCP connect in well under a second, even over a VPN; 5 s still lets a
@@ -85,7 +83,7 @@ def ensure_ray(ray_address: str | None, num_cpus: int | None = None):
             # server (Ray's client gives up after ~40 s of retries), a malformed address: the
             # user's to fix, so one line.
             where = f"Ray at {address}" if address else "a local Ray"
-            raise LayerprobeError(f"cannot connect to {where}: {_one_line(exc).rstrip('.')}; check the address and "
+            raise LayerprobeError(f"cannot connect to {where}: {one_line(exc).rstrip('.')}; check the address and "
                                   "that the cluster is running, or use --executor local") from None
     return ray
 
@@ -107,13 +105,6 @@ def connect_ray(ray_address: str | None, device: str = "auto"):
     return ray
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception's message as one line, without the ANSI colours Ray puts in its tracebacks."""
-    text = _ANSI.sub("", str(exc)).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__
-
-
 def _worker_error(exc, what: str) -> LayerprobeError:
     """A worker's exception as the driver's error. A LayerprobeError raised in the worker is the
     user's to fix: it comes back as itself, with its own message (RayTaskError.cause is the
@@ -123,7 +114,7 @@ def _worker_error(exc, what: str) -> LayerprobeError:
     if isinstance(cause, LayerprobeError):
         return cause
     return LayerprobeError(f"{what} failed in a Ray worker: "
-                           f"{_one_line(cause if isinstance(cause, BaseException) else exc)}")
+                           f"{one_line(cause if isinstance(cause, BaseException) else exc)}")
 
 
 def gpu_worker_cpus(nodes: list[dict]) -> int | None:

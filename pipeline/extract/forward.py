@@ -43,7 +43,7 @@ class StoreTarget:
     max_length: int
     config_fingerprint: str
     storage_options: dict | None = None
-    # {source column: Arrow type or JSON_TEXT} over the whole source (schemas.tables.source_column_types)
+    # {source column: Arrow type or JSON_TEXT} over the whole source (schemas.tables.SourceColumnTypes)
     column_types: dict | None = None
 
 

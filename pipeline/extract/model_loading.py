@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import LayerprobeError
+from pipeline.errors import LayerprobeError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -245,10 +245,9 @@ PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
 def _load_error(ref: ModelRef, exc: Exception, allow_pickle: bool) -> LayerprobeError:
-    msg = (str(exc).strip().splitlines() or [""])[0][:300]
     folder = Path(ref.location)
     if ref.is_local and not ref.gguf_file and folder.is_dir():
-        if not list(folder.glob("*.safetensors")):
+        if next(folder.glob("*.safetensors"), None) is None:
             if not any(next(folder.glob(pattern), None) for pattern in PICKLED_WEIGHTS):
                 return LayerprobeError(f"{ref.name} has no weight files (no *.safetensors, nor a pickled "
                                        "*.bin/*.pt checkpoint): copy the model's weights there")
@@ -256,9 +255,10 @@ def _load_error(ref: ModelRef, exc: Exception, allow_pickle: bool) -> Layerprobe
                 return LayerprobeError(f"{ref.name} has no safetensors weights, only a pickled checkpoint; "
                                        "pickled checkpoints can run code when loaded, so they load only with "
                                        "--allow-pickle")
-    if "mismatched" in msg or "size mismatch" in msg:
-        msg = f"its weights do not fit its config.json ({msg})"
-    return LayerprobeError(f"cannot load the model at {ref.name}: {type(exc).__name__}: {msg}")
+    why = one_line(exc)
+    if "mismatched" in why or "size mismatch" in why:
+        why = f"its weights do not fit its config.json ({why})"
+    return LayerprobeError(f"cannot load the model at {ref.name}: {why}")
 
 
 def check_tokenizer_fits(name: str, config, tokenizer) -> None:

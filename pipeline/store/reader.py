@@ -47,13 +47,20 @@ def read_commit_record(fs, base: str, shard_id: int | str) -> CommitRecord:
     return CommitRecord.model_validate(read_json(fs, join(base, layout.commit_record(shard_id))))
 
 
-def read_commit_records(fs, base: str, ids: list) -> list[CommitRecord]:
+def read_commit_records(fs, base: str, ids: list, *, strict: bool = True) -> list[CommitRecord | None]:
     """The commit records of `ids` (all committed), read concurrently: small JSON files, but a remote
-    store answers each request in tens of milliseconds."""
-    def read(i) -> CommitRecord:
+    store answers each request in tens of milliseconds. An unreadable one is an error, or with
+    strict=False None (a resume redoes its shard)."""
+    def read(i) -> CommitRecord | None:
         try:
             return read_commit_record(fs, base, i)
+        except OSError:  # gone since it was listed, or the store unreachable: said elsewhere when strict
+            if not strict:
+                return None
+            raise
         except ValueError:  # not JSON, or not a commit record (pydantic's ValidationError is one too)
+            if not strict:
+                return None
             raise StoreError(f"the commit record {join(base, layout.commit_record(i))} is unreadable: delete it "
                              "and re-run the same extract command to redo that shard (`layerprobe validate` "
                              "lists any other damage)") from None

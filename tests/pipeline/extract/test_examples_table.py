@@ -6,15 +6,18 @@ import json
 
 import pyarrow as pa
 
-from schemas.tables import JSON_TEXT, source_column_types
+from schemas.tables import JSON_TEXT, SourceColumnTypes
 
 
 def test_source_column_types_unify_across_blocks_and_fall_back_to_json_text_for_mixed_kinds():
     rows = ([{"n": 1, "f": 1, "tag": None, "mixed": 1, "words": ["a"]}] * 3
             + [{"n": None, "f": 2.5, "tag": "x", "mixed": "one", "words": []}] * 3)
-    types = source_column_types(rows, ["n", "f", "tag", "mixed", "words", "absent"], block=3)
-    assert types == {"n": pa.int64(), "f": pa.float64(), "tag": pa.string(), "mixed": JSON_TEXT,
-                     "words": pa.list_(pa.string()), "absent": pa.null()}
+    types = SourceColumnTypes(["n", "f", "tag", "mixed", "words", "absent"])
+    types.add(rows[:3])
+    types.add(rows[3:])
+    assert types.mixed == ["mixed"]
+    assert types.types == {"n": pa.int64(), "f": pa.float64(), "tag": pa.string(), "mixed": JSON_TEXT,
+                           "words": pa.list_(pa.string()), "absent": pa.null()}
 
 
 def test_a_column_of_mixed_types_across_shards_is_stored_and_every_reader_can_open_it(tiny_bert, tmp_path, caplog):
